@@ -1,0 +1,159 @@
+"""Small pure functions behind the callback's numbers: memory, throughput, FLOPs, sizes, versions."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+GIB = 1024**3
+
+# Dense bf16 tensor-core peaks from the vendors' datasheets (FLOP/s), for model FLOPs utilisation.
+PEAK_BF16_FLOPS = {
+    "H200": 989.4e12,
+    "H100 80GB HBM3": 989.4e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10G": 70e12,
+    "RTX 4090": 165e12,
+}
+
+VERSIONED = ["torch", "transformers", "peft", "trl", "accelerate", "datasets", "bitsandbytes", "lm_eval", "hydra-core"]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear-interpolated percentile (numpy's default), without pulling numpy into the hot path."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summarize(values: list[float], prefix: str) -> dict[str, float | None]:
+    """Peak, mean and 99th percentile of a per-step series."""
+    return {
+        f"{prefix}_peak": max(values) if values else None,
+        f"{prefix}_mean": statistics.fmean(values) if values else None,
+        f"{prefix}_p99": percentile(values, 99),
+    }
+
+
+def steady_state_rate(marks: list[tuple[float, int, int]], warmup_steps: int) -> dict[str, float | None]:
+    """Tokens/s and samples/s from the end of the warm-up steps to the end of the last step.
+
+    `marks[0]` is (time, tokens, samples) at the start of training and `marks[i]` the same at the end of step i.
+    A run too short for its warm-up is timed over every step, and `steady_state_steps` says how many counted.
+    """
+    if len(marks) < 2:
+        return {"tokens_per_s": None, "samples_per_s": None, "steady_state_steps": 0}
+    start = warmup_steps if warmup_steps < len(marks) - 1 else 0
+    (t0, tok0, s0), (t1, tok1, s1) = marks[start], marks[-1]
+    elapsed = t1 - t0
+    return {
+        "tokens_per_s": (tok1 - tok0) / elapsed if elapsed > 0 else None,
+        "samples_per_s": (s1 - s0) / elapsed if elapsed > 0 else None,
+        "steady_state_steps": len(marks) - 1 - start,
+    }
+
+
+def peak_flops(gpu_name: str | None) -> float | None:
+    if not gpu_name:
+        return None
+    for key, flops in PEAK_BF16_FLOPS.items():
+        if key in gpu_name:
+            return flops
+    return None
+
+
+def model_flops_utilisation(non_embedding_params: int, tokens_per_s: float | None, gpu_name: str | None):
+    """PaLM-style MFU: 6 FLOPs per parameter per token over the GPU's dense bf16 peak (frozen weights included)."""
+    peak = peak_flops(gpu_name)
+    if not peak or not tokens_per_s:
+        return None
+    return 6 * non_embedding_params * tokens_per_s / peak
+
+
+def folder_size(path: str | Path) -> int:
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total); PEFT's own count where it applies, since it knows 4-bit packing and shared weights."""
+    if hasattr(model, "get_nb_trainable_parameters"):
+        return model.get_nb_trainable_parameters()
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def non_embedding_parameters(model: torch.nn.Module) -> int:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(base, "num_parameters"):
+        return base.num_parameters(exclude_embeddings=True)
+    return sum(p.numel() for p in base.parameters())
+
+
+def precision_regime(model: torch.nn.Module, bf16: bool, fp16: bool) -> str:
+    """e.g. '4-bit NF4 base (bf16 compute), float32 trainable, bf16 autocast'."""
+    base = "4-bit NF4 base" if getattr(model, "is_loaded_in_4bit", False) else None
+    frozen = {str(p.dtype).replace("torch.", "") for p in model.parameters() if not p.requires_grad}
+    trainable = {str(p.dtype).replace("torch.", "") for p in model.parameters() if p.requires_grad}
+    parts = [base or (f"{'/'.join(sorted(frozen))} frozen" if frozen else None)]
+    parts.append(f"{'/'.join(sorted(trainable))} trainable" if trainable else "nothing trainable")
+    parts.append("bf16 autocast" if bf16 else "fp16 autocast" if fp16 else "no autocast")
+    return ", ".join(p for p in parts if p)
+
+
+def gpu_name() -> str | None:
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+def cuda_memory_gib() -> tuple[float, float]:
+    """(peak allocated, peak reserved) since the last reset, in GiB."""
+    return torch.cuda.max_memory_allocated() / GIB, torch.cuda.max_memory_reserved() / GIB
+
+
+def nvml_used_gib() -> float | None:
+    """Device-level memory in use (all processes, CUDA context included), through NVML when installed."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        index = torch.cuda.current_device()
+        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / GIB
+    except Exception:  # no NVML library or no driver: the record leaves the column empty
+        return None
+
+
+def rss_gib() -> float:
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / GIB
+
+
+def library_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    versions["cuda"] = torch.version.cuda
+    return versions
+
+
+def environment() -> dict[str, Any]:
+    return {"gpu_name": gpu_name(), "gpu_count": torch.cuda.device_count(), "host_cpu_count": os.cpu_count()}

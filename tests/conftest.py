@@ -1,0 +1,30 @@
+"""Shared fixtures: Hydra composition of the shipped recipes, and a scratch results folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from peftbench.paths import recipes_dir
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("PEFTBENCH_DATA", REPO.parent / "shared" / "data"))
+TINY = ["model=tiny_llama", "train=tiny", "sweep=none", "data.max_train_samples=32", "data.max_eval_samples=8"]
+
+
+def compose_recipe(*overrides: str):
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    """Compose a tiny, fast recipe writing into a temporary results folder."""
+
+    def make(*overrides: str):
+        return compose_recipe(*TINY, f"run.results_dir={tmp_path / 'results'}", *overrides)
+
+    return make
