@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Run the GPU benchmark end to end on a machine with torch/transformers/peft/accelerate but nothing else:
+# install the wheel bundle (scripts/build_gpu_bundle.sh) into a temporary site dir, then run the named sections,
+# writing raw logs (OUTDIR/logs/*.log), peftbench's results (OUTDIR/results/<run>/table.csv + records) and the stock
+# baseline's tables (OUTDIR/stock_*.csv) into OUTDIR. Every command is echoed into OUTDIR/commands.txt.
+#
+#   scripts/gpu_benchmark.sh OUTDIR [SECTION...]      (default: all sections, in order)
+# Sections: env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
+# Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
+# TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS.
+set -uo pipefail
+out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
+sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+mkdir -p "$out/logs" "$out/results"
+bundle=${BUNDLE:-.gpu/whl}
+steps=${STEPS:-12}
+methods=${METHODS:-lora qlora dora ia3 prompt_tuning bitfit full}
+b_methods=${B_METHODS:-lora qlora}
+site=$(mktemp -d /tmp/peftbench-site.XXXX)
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$bundle"/*.whl \
+    > "$out/logs/install.log" 2>&1 || { cat "$out/logs/install.log"; exit 1; }
+export PYTHONPATH="$repo:$site" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HYDRA_FULL_ERROR=1
+export PEFTBENCH_CACHE="$out/cache"
+
+source "$repo/scripts/bench_lib.sh"
+config=peftbench/model_configs/llama2_7b.json
+pb=(python3 -m peftbench)
+common=(train.max_steps="$steps" "hydra.sweep.dir=$out/hydra/\${run.name}" "hydra.run.dir=$out/hydra/\${run.name}")
+
+for section in $sections; do
+  case $section in
+    env)
+      { nvidia-smi; python3 -c 'import torch,transformers,peft,trl,bitsandbytes,datasets;
+print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandbytes,datasets)})';
+        python3 -m pip list 2>/dev/null | grep -i -E "liger|triton|flash"; ls "$bundle"; } > "$out/logs/env.log" 2>&1
+      tail -4 "$out/logs/env.log" ;;
+    a_stock)
+      for m in $methods; do
+        run stock_a python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --out "$out/stock_a.csv"
+      done ;;
+    a_default)
+      run peftbench_a_default "${pb[@]}" -m +recipe=family_7b_synthetic method="${methods// /,}" \
+          run.name=a_default "run.results_dir=$out/results/a_default" "${common[@]}" ;;
+    a_fast)
+      run peftbench_a_fast "${pb[@]}" -m +recipe=family_7b_synthetic method="${methods// /,}" profile=fast \
+          run.name=a_fast "run.results_dir=$out/results/a_fast" "${common[@]}" ;;
+    qlora7b_mb1)
+      run qlora7b_mb1 "${pb[@]}" +recipe=qlora_7b model.init=random data=synthetic train.per_device_train_batch_size=1 \
+          run.name=qlora7b_mb1 "run.results_dir=$out/results/qlora7b_mb1" run.warmup_steps=3 run.save_adapter=false \
+          "${common[@]}" ;;
+    qlora70b)
+      run qlora70b "${pb[@]}" +recipe=qlora_70b "run.results_dir=$out/results/qlora70b" \
+          "hydra.run.dir=$out/hydra/qlora70b" ;;
+    overhead)
+      run overhead python3 scripts/stock_baseline.py --method lora --config $config --steps "$steps" \
+          --callback-overhead --out "$out/stock_overhead.csv" ;;
+    b_stock)
+      for m in $b_methods; do
+        run stock_b python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --workload gsm8k \
+            --data "${PEFTBENCH_DATA:?}/gsm8k/train.jsonl" --tokenizer "${TOKENIZER:?}" --out "$out/stock_b.csv"
+      done ;;
+    b_default)
+      run peftbench_b_default "${pb[@]}" -m +recipe=family_7b model.init=random data=gsm8k_local method="${b_methods// /,}" \
+          "model.tokenizer=${TOKENIZER:?}" data.eval_file=null data.max_train_samples=512 run.warmup_steps=3 \
+          run.save_adapter=false run.name=b_default "run.results_dir=$out/results/b_default" "${common[@]}" ;;
+    *) echo "unknown section $section"; exit 2 ;;
+  esac
+done
+python3 scripts/gpu_tables.py "$out" > "$out/summary.md" 2>> "$out/logs/tables.log"; cat "$out/summary.md"

@@ -1,0 +1,65 @@
+"""Side-by-side tables of one gpu_benchmark.sh output folder: peftbench (default, fast) against the stock baseline.
+
+    python scripts/gpu_tables.py OUTDIR   # prints markdown; ratios are peftbench / stock from the same run
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+
+def peftbench_table(out: Path, run: str) -> pd.DataFrame | None:
+    path = out / "results" / run / "table.csv"
+    if not path.exists():
+        return None
+    frame = pd.read_csv(path)
+    keep = ["method", "status", "tokens_per_s", "gpu_allocated_gib_peak", "gpu_reserved_gib_peak", "predicted_peak_gib",
+            "step_time_median_s", "hyperparameters.gradient_checkpointing", "error"]  # fmt: skip
+    return frame[[c for c in keep if c in frame.columns]].drop_duplicates("method", keep="last").set_index("method")
+
+
+def fmt(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(floatfmt=".3g") if hasattr(frame, "to_markdown") else frame.to_string()
+
+
+def main(out: Path) -> None:
+    for workload, stock_file, runs in (("A (synthetic 2048)", "stock_a.csv", ["a_default", "a_fast"]),
+                                       ("B (GSM8K)", "stock_b.csv", ["b_default"])):  # fmt: skip
+        stock_path = out / stock_file
+        if not stock_path.exists():
+            continue
+        stock = pd.read_csv(stock_path).drop_duplicates("method", keep="last").set_index("method")
+        side = pd.DataFrame({"stock_tok_s": stock.tokens_per_s, "stock_peak_gib": stock.peak_allocated_gib})
+        for run in runs:
+            table = peftbench_table(out, run)
+            if table is None:
+                continue
+            name = run.split("_", 1)[1]
+            side[f"{name}_tok_s"] = table.tokens_per_s
+            side[f"{name}_peak_gib"] = table.gpu_allocated_gib_peak
+            side[f"{name}_x_stock"] = table.tokens_per_s / stock.tokens_per_s
+            side[f"{name}_mem_x_stock"] = table.gpu_allocated_gib_peak / stock.peak_allocated_gib
+            if "predicted_peak_gib" in table:
+                side[f"{name}_predicted_gib"] = table.predicted_peak_gib
+                side[f"{name}_pred_err_pct"] = 100 * (table.predicted_peak_gib / table.gpu_allocated_gib_peak - 1)
+            if "hyperparameters.gradient_checkpointing" in table:
+                side[f"{name}_gc"] = table["hyperparameters.gradient_checkpointing"]
+        print(f"## Workload {workload}\n\n{side.to_string()}\n")
+    for run in ("qlora7b_mb1", "qlora70b"):
+        table = peftbench_table(out, run)
+        if table is not None:
+            print(f"## {run}\n\n{table.to_string()}\n")
+    overhead = out / "stock_overhead.csv"
+    if overhead.exists():
+        frame = pd.read_csv(overhead)
+        print(f"## callback overhead (LoRA, stock script, same process)\n\n{frame.to_string()}\n")
+        means = frame.groupby("with_callback").step_time_median_s.mean()
+        if len(means) == 2:
+            print(f"overhead = {100 * (means[True] / means[False] - 1):+.2f}% of the median step time\n")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

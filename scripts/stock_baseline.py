@@ -1,0 +1,245 @@
+"""The stock baseline: the plain transformers.Trainer + PEFT script a user would write, with no peftbench code.
+
+Same methods, shapes and batch as peftbench's GPU recipes: random-init model from a config (the shape is what matters
+for speed and memory), gradient checkpointing on, fused AdamW, bf16. It times tokens/s and peak memory itself (CUDA
+events would time kernels only; the Trainer step is timed with a synchronize and a host clock, as a user would) and
+appends one CSV row per method.
+
+    python scripts/stock_baseline.py --method lora --config peftbench/model_configs/llama2_7b.json --out stock.csv
+    python scripts/stock_baseline.py --method lora --workload gsm8k --data train.jsonl --tokenizer TOKDIR ...
+    python scripts/stock_baseline.py --method lora --callback-overhead ...  # same run, with and without the callback
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
+
+METHODS = ["lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
+LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "bitfit": 1e-3,
+                  "full": 2e-5}  # fmt: skip
+
+
+class StepTimer(TrainerCallback):
+    """Per-step wall time (after a synchronize) and the step's peak allocated/reserved memory. Registered last, so
+    a callback under test runs inside the timed step."""
+
+    def __init__(self):
+        self.times, self.allocated, self.reserved, self.tokens = [], [], [], []
+
+    def on_train_begin(self, args, state, control, **kw):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+    def on_step_begin(self, args, state, control, **kw):
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kw):
+        torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - self.t0)
+        self.tokens.append(state.num_input_tokens_seen)  # the Trainer's own count: attention-mask sum
+        self.allocated.append(torch.cuda.max_memory_allocated() / 2**30)
+        self.reserved.append(torch.cuda.max_memory_reserved() / 2**30)
+        torch.cuda.reset_peak_memory_stats()
+
+
+class PadCollator:
+    """Pads to the longest row of the batch, as a user's collator does; labels -100 on padding."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows):
+        longest = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), longest), self.pad_id)
+        mask = torch.zeros((len(rows), longest), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r["input_ids"])] = torch.tensor(r["input_ids"])
+            mask[i, : len(r["input_ids"])] = 1
+        labels = ids.masked_fill(mask == 0, -100)
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def build_model(config_path: str, method: str, vocab_size: int | None):
+    config = AutoConfig.for_model(**json.loads(Path(config_path).read_text()))
+    if vocab_size and vocab_size > config.vocab_size:
+        config.vocab_size = vocab_size
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    if method == "qlora":  # no checkpoint to load with BitsAndBytesConfig: swap the linears for 4-bit ones
+        import bitsandbytes as bnb
+        from peft import prepare_model_for_kbit_training
+
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is nn.Linear and name != "lm_head":
+                    q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False,
+                                          compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
+                                          device="meta")  # fmt: skip
+                    q.weight = bnb.nn.Params4bit(child.weight.data.cpu(), requires_grad=False, quant_type="nf4",
+                                                 compress_statistics=True).cuda()  # fmt: skip
+                    setattr(parent, name, q)
+        torch.cuda.empty_cache()
+        model.is_loaded_in_4bit = True
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    return model
+
+
+def apply_method(model, method: str):
+    from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
+
+    lora = dict(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+    if method in ("lora", "qlora"):
+        return get_peft_model(model, LoraConfig(**lora))
+    if method == "dora":
+        return get_peft_model(model, LoraConfig(**lora, use_dora=True))
+    if method == "ia3":
+        return get_peft_model(model, IA3Config(task_type="CAUSAL_LM"))
+    if method == "prompt_tuning":
+        return get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=16))
+    if method == "bitfit":  # Llama has no biases: add zero ones, train only those
+        for m in list(model.modules()):
+            if isinstance(m, nn.Linear) and m.bias is None:
+                m.bias = nn.Parameter(torch.zeros(m.out_features, device=m.weight.device, dtype=m.weight.dtype))
+        for n, p in model.named_parameters():
+            p.requires_grad = n.endswith(".bias")
+        return model
+    return model  # full
+
+
+def dataset(args, vocab_size: int):
+    from datasets import Dataset
+
+    if args.workload == "synthetic":
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(3, vocab_size, (args.samples, args.seq_len), generator=g)
+        return Dataset.from_dict({"input_ids": ids.tolist()}), 0
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(args.tokenizer)
+    rows = [json.loads(line) for line in open(args.data)][: args.samples]
+    texts = [f"Question: {r['question']}\nAnswer: {r['answer']}{tok.eos_token}" for r in rows]
+    enc = tok(texts, truncation=True, max_length=args.seq_len)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return Dataset.from_dict({"input_ids": enc["input_ids"]}), pad
+
+
+def train_once(args, extra_callbacks=()) -> dict:
+    vocab = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+
+        vocab = len(AutoTokenizer.from_pretrained(args.tokenizer))
+    t0 = time.perf_counter()
+    model = apply_method(build_model(args.config, args.method, vocab), args.method)
+    load_s = time.perf_counter() - t0
+    train_set, pad = dataset(args, model.config.vocab_size if hasattr(model, "config") else vocab)
+    collator = PadCollator(pad)
+    timer = StepTimer()
+    targs = TrainingArguments(
+        output_dir=f"/tmp/stock-{args.method}", max_steps=args.steps, per_device_train_batch_size=args.batch,
+        learning_rate=LEARNING_RATES[args.method], lr_scheduler_type="constant_with_warmup", warmup_steps=2,
+        bf16=True, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
+        optim="adamw_torch_fused", logging_steps=1, save_strategy="no", report_to="none",
+        dataloader_num_workers=2, remove_unused_columns=False, seed=0, include_num_input_tokens_seen="non_padding",
+    )  # fmt: skip
+    trainer = Trainer(model=model, args=targs, train_dataset=train_set, data_collator=collator,
+                      callbacks=[*extra_callbacks, timer])  # fmt: skip
+    trainer.train()
+    w = args.warmup
+    steady_tokens = timer.tokens[-1] - (timer.tokens[w - 1] if w else 0)
+    steady_time = sum(timer.times[w:])
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    row = {
+        "method": args.method, "workload": args.workload, "seq_len": args.seq_len, "micro_batch": args.batch,
+        "steps": len(timer.times), "warmup_steps": w, "tokens_per_s": steady_tokens / steady_time,
+        "step_time_median_s": statistics.median(timer.times[w:]), "peak_allocated_gib": max(timer.allocated),
+        "peak_reserved_gib": max(timer.reserved), "trainable_params": trainable, "load_s": load_s,
+        "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+    }  # fmt: skip
+    del trainer, model
+    import gc
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    return row
+
+
+def time_hooks(callback) -> list[float]:
+    """Wrap the callback's per-step hooks so the seconds spent inside them add up in the returned list."""
+    spent: list[float] = []
+    for name in ("on_step_begin", "on_step_end", "on_log", "on_substep_end"):
+        hook = getattr(callback, name)
+
+        def timed(*a, _hook=hook, **kw):
+            t0 = time.perf_counter()
+            try:
+                return _hook(*a, **kw)
+            finally:
+                spent.append(time.perf_counter() - t0)
+
+        setattr(callback, name, timed)
+    return spent
+
+
+def append(path: str, row: dict) -> None:
+    new = not Path(path).exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+    print("STOCK", json.dumps(row), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--method", choices=METHODS, required=True)
+    ap.add_argument("--config", required=True, help="architecture config json (e.g. Llama-2-7B)")
+    ap.add_argument("--workload", choices=["synthetic", "gsm8k"], default="synthetic")
+    ap.add_argument("--data", help="GSM8K train.jsonl (workload gsm8k)")
+    ap.add_argument("--tokenizer", help="tokenizer folder (workload gsm8k)")
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--out", required=True, help="CSV file to append the row to")
+    ap.add_argument("--callback-overhead", action="store_true",
+                    help="train twice in this process, without and with PeftBenchCallback; report both step times")
+    args = ap.parse_args()
+    if args.workload == "gsm8k" and not (args.data and args.tokenizer):
+        ap.error("--workload gsm8k needs --data and --tokenizer")
+    if not args.callback_overhead:
+        append(args.out, train_once(args))
+        return
+    from peftbench import PeftBenchCallback  # the one thing measured here; imported only for this mode
+
+    rows = []
+    for with_cb in (False, True, False, True):  # interleaved, so drift (clocks, allocator) hits both alike
+        cb = [PeftBenchCallback(warmup_steps=args.warmup, save_adapter=False)] if with_cb else []
+        spent = [time_hooks(c) for c in cb]
+        row = train_once(args, cb)
+        row["with_callback"] = with_cb
+        row["callback_hook_s_per_step"] = sum(spent[0]) / row["steps"] if spent else 0.0
+        rows.append(row)
+        append(args.out, row)
+    base = statistics.mean(r["step_time_median_s"] for r in rows if not r["with_callback"])
+    cb = statistics.mean(r["step_time_median_s"] for r in rows if r["with_callback"])
+    hook = statistics.mean(r["callback_hook_s_per_step"] for r in rows if r["with_callback"])
+    print(f"CALLBACK_HOOKS {1000 * hook:.3f} ms per step inside PeftBenchCallback = {100 * hook / base:.3f}% of a step")
+    print(f"CALLBACK_OVERHEAD step_time without={base:.4f}s with={cb:.4f}s overhead={100 * (cb / base - 1):+.2f}%")
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
