@@ -75,12 +75,35 @@ def peak_flops(gpu_name: str | None) -> float | None:
     return None
 
 
-def model_flops_utilisation(non_embedding_params: int, tokens_per_s: float | None, gpu_name: str | None):
-    """PaLM-style MFU: 6 FLOPs per parameter per token over the GPU's dense bf16 peak (frozen weights included)."""
+def model_flops_utilisation(
+    non_embedding_params: int, tokens_per_s: float | None, gpu_name: str | None, devices: int = 1
+):
+    """PaLM-style MFU: 6 FLOPs per parameter per token over the dense bf16 peak of the `devices` GPUs that produced
+    `tokens_per_s` (frozen weights included)."""
     peak = peak_flops(gpu_name)
     if not peak or not tokens_per_s:
         return None
-    return 6 * non_embedding_params * tokens_per_s / peak
+    return 6 * non_embedding_params * tokens_per_s / (peak * max(devices, 1))
+
+
+def stepwise_max(series: list[list[float]]) -> list[float]:
+    """Per step, the largest value over ranks (ranks run the same steps; a shorter series ends the comparison)."""
+    series = [s for s in series if s]
+    if len(series) <= 1:
+        return list(series[0]) if series else []
+    return [max(values) for values in zip(*series)]
+
+
+def rank_peaks(series: dict[str, Any]) -> dict[str, Any]:
+    """One rank's peaks, for the record's `per_rank` list."""
+    return {
+        "rank": series["rank"],
+        "device": series["device"],
+        "gpu_allocated_gib_peak": max(series["allocated"], default=None),
+        "gpu_reserved_gib_peak": max(series["reserved"], default=None),
+        "gpu_nvml_used_gib_peak": max(series["nvml"], default=None),
+        "rss_gib_peak": max(series["rss"], default=None),
+    }
 
 
 def folder_size(path: str | Path) -> int:
@@ -132,7 +155,13 @@ def nvml_used_gib() -> float | None:
 
         pynvml.nvmlInit()
         index = torch.cuda.current_device()
-        handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        try:  # NVML numbers all GPUs of the host; under CUDA_VISIBLE_DEVICES the CUDA index is another GPU's
+            uuid = str(torch.cuda.get_device_properties(index).uuid)
+            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+        except Exception:
+            if os.environ.get("CUDA_VISIBLE_DEVICES"):
+                return None  # the index would name another GPU: leave the column empty rather than wrong
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         return pynvml.nvmlDeviceGetMemoryInfo(handle).used / GIB
     except Exception:  # no NVML library or no driver: the record leaves the column empty
         return None
@@ -156,4 +185,9 @@ def library_versions() -> dict[str, str | None]:
 
 
 def environment() -> dict[str, Any]:
-    return {"gpu_name": gpu_name(), "gpu_count": torch.cuda.device_count(), "host_cpu_count": os.cpu_count()}
+    return {
+        "gpu_name": gpu_name(),
+        "gpu_count": torch.cuda.device_count(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "host_cpu_count": os.cpu_count(),
+    }

@@ -152,14 +152,7 @@ def load_model(model_cfg: Any, quantization_config: Any = None, vocab_size: int 
         config = load_config(model_cfg)
         if vocab_size and vocab_size > config.vocab_size:
             config.vocab_size = vocab_size  # the tokenizer in use must fit the embedding
-        torch.manual_seed(int(model_cfg.get("init_seed", 0)))
-        with torch.device(device):
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype if dtype != "auto" else torch.bfloat16)
-        if quantization_config is not None:
-            from peftbench.quantize import quantize_linear_layers
-
-            quantize_linear_layers(model, quantization_config)
-        return model
+        return random_init_model(config, dtype, device, quantization_config, int(model_cfg.get("init_seed", 0)))
     kwargs: dict[str, Any] = dict(
         dtype=dtype,
         revision=model_cfg.get("revision"),
@@ -170,6 +163,65 @@ def load_model(model_cfg: Any, quantization_config: Any = None, vocab_size: int 
         kwargs["quantization_config"] = quantization_config
         kwargs["device_map"] = {"": 0} if device == "cuda" else {"": "cpu"}
     return AutoModelForCausalLM.from_pretrained(local_folder(model_cfg.name_or_path), **kwargs)
+
+
+def random_init_model(config, dtype, device: str, quantization_config: Any = None, seed: int = 0):
+    """Build on the meta device, then materialize (and, for QLoRA, quantize) one block at a time on `device`.
+
+    No checkpoint and no full-precision copy of the whole model ever exists, so a 70B architecture in 4-bit fits one
+    80 GB GPU. Only parameters go to meta (accelerate's `init_empty_weights(include_buffers=False)`): buffers such as
+    the rotary `inv_freq` are computed at construction and are not in any state dict, so they must be real from the start.
+    """
+    from accelerate import init_empty_weights
+    from torch import nn
+    from transformers import AutoModelForCausalLM
+
+    dtype = dtype if dtype != "auto" else torch.bfloat16
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    generator = torch.Generator(device=device).manual_seed(seed)
+    std = float(getattr(config, "initializer_range", 0.02))
+    quantize = None
+    if quantization_config is not None:
+        from peftbench.quantize import quantize_linear_layers
+
+        quantize = quantize_linear_layers
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList):  # the decoder blocks: the bulk of the weights
+            for block in module:
+                for sub in block.modules():
+                    materialize(sub, device, std, generator)
+                if quantize is not None:
+                    quantize(block, quantization_config, mark_model=False)
+    for sub in model.modules():
+        materialize(sub, device, std, generator)
+    model.to(device)  # the buffers (and nothing big: every parameter already lives there)
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    if quantize is not None:
+        quantize(model, quantization_config)  # the rest (nothing by default: lm_head is skipped) + model flags
+    return model
+
+
+def materialize(module: Any, device: str, std: float, generator: torch.Generator) -> None:
+    """Replace the module's own meta parameters by random ones on `device`.
+
+    Written here because transformers' `_init_weights` expects a whole model on one device; shape-only runs need
+    plausible magnitudes only: matrices ~ N(0, std), 1-D weights (norm scales) 1, biases 0.
+    """
+    from torch import nn
+
+    for name, param in list(module.named_parameters(recurse=False)):
+        if param.device.type != "meta":
+            continue
+        value = torch.empty(param.shape, dtype=param.dtype, device=device)
+        if name == "bias":
+            value.zero_()
+        elif value.ndim >= 2:
+            value.normal_(0.0, std, generator=generator)
+        else:
+            value.fill_(1.0)
+        setattr(module, name, nn.Parameter(value, requires_grad=param.requires_grad))
 
 
 def provenance(model_cfg: Any, model: Any) -> dict[str, Any]:

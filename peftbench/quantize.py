@@ -10,8 +10,11 @@ import torch
 from torch import nn
 
 
-def quantize_linear_layers(model: nn.Module, qconfig) -> int:
-    """Replace every nn.Linear except the skipped ones (lm_head by default) in place; returns how many were swapped."""
+def quantize_linear_layers(model: nn.Module, qconfig, mark_model: bool = True) -> int:
+    """Replace every nn.Linear except the skipped ones (lm_head by default) in place; returns how many were swapped.
+
+    `mark_model=False` quantizes a part (one decoder block) without setting the whole-model flags.
+    """
     import bitsandbytes as bnb
 
     skip = set(qconfig.llm_int8_skip_modules or ["lm_head"])
@@ -19,7 +22,7 @@ def quantize_linear_layers(model: nn.Module, qconfig) -> int:
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             full_name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if not isinstance(child, nn.Linear) or child_name in skip or full_name in skip:
+            if type(child) is not nn.Linear or child_name in skip or full_name in skip:  # Linear4bit is an nn.Linear too
                 continue
             device = child.weight.device
             layer = bnb.nn.Linear4bit(
@@ -45,6 +48,8 @@ def quantize_linear_layers(model: nn.Module, qconfig) -> int:
             setattr(parent, child_name, layer)
             del child, weight
             swapped += 1
+    if not mark_model:
+        return swapped
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     # What PEFT and transformers look at to treat the model as a k-bit base (casts, checkpointing, checks).

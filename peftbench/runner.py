@@ -1,14 +1,17 @@
 """One sweep point, read top to bottom: validate -> load -> prepare method -> SFTTrainer(callback) -> record.
 
-Every failure after the config composed becomes a record with a status (`invalid`, `oom`, `failed`), so a sweep keeps
-going and the table keeps the row.
+Every failure after the config composed becomes a record with a status (`invalid`, `oom`, `failed`; `skipped` when the
+engine cannot run the point here, see engines.py), so a sweep keeps going and the table keeps the row.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
+import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -16,12 +19,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from peftbench import __version__, data, methods, models, records
+from peftbench import __version__, checks, data, distributed, engines, evaluate, memory, methods, models, profiles, records
 
 log = logging.getLogger("peftbench")
 
 # Exceptions that mean "the input is wrong": reported as status `invalid`, with their message alone.
-INPUT_ERRORS = (methods.MethodError, models.ModelSourceError, data.DataError)
+INPUT_ERRORS = (
+    methods.MethodError, models.ModelSourceError, data.DataError, checks.ConfigError, evaluate.EvalError,
+    distributed.LaunchError, profiles.ProfileError,
+)
 
 
 def method_config(cfg: DictConfig) -> dict[str, Any]:
@@ -36,12 +42,14 @@ def run_id_for(cfg: DictConfig) -> str:
     """Stable id from everything that changes the result, so a rerun of the same point finds its record."""
     container = OmegaConf.to_container(cfg, resolve=True)
     container.pop("run", None)
+    if container.get("engine") == {"name": "peft"}:
+        container.pop("engine")  # the default engine keeps the ids of records written before engines existed
     digest = hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{cfg.method.name}-{cfg.model.name}-s{cfg.train.seed}-{digest}"
 
 
-def sft_config(cfg: DictConfig, method_cfg: dict[str, Any], output_dir: Path):
-    """TRL's SFTConfig from the `train` group; unknown keys fail with the closest valid one named."""
+def sft_config(cfg: DictConfig, method_cfg: dict[str, Any], output_dir: Path, overrides: dict | None = None):
+    """TRL's SFTConfig from the `train` group (plus the profile's choices); unknown keys fail with the closest valid one."""
     import difflib
     from dataclasses import fields
 
@@ -55,6 +63,7 @@ def sft_config(cfg: DictConfig, method_cfg: dict[str, Any], output_dir: Path):
             raise methods.MethodError(
                 f"train.{key}: not an SFTConfig option.{f' Did you mean `train.{close[0]}`?' if close else ''}"
             )
+    train.update(overrides or {})
     train["learning_rate"] = train.get("learning_rate") or method_cfg["learning_rate"]
     train.setdefault("report_to", "none")
     train.setdefault("save_strategy", "no")
@@ -63,12 +72,19 @@ def sft_config(cfg: DictConfig, method_cfg: dict[str, Any], output_dir: Path):
 
 def validate(cfg: DictConfig) -> Any:
     """Everything checkable before weights load; returns the architecture config it read on the way."""
+    errors = checks.option_errors(cfg) + checks.model_errors(cfg) + checks.results_dir_errors(cfg.run.results_dir)
+    if errors:
+        raise checks.ConfigError("\n".join(errors))
     method_cfg = method_config(cfg)
     methods.get_method(method_cfg["name"])
     models.check_source(cfg.model.name_or_path)
     if cfg.model.get("tokenizer"):
         models.check_source(cfg.model.tokenizer, "model.tokenizer")
     data.check_local_files(cfg.data)
+    evaluate.validate_point(cfg)
+    distributed.check_launch(cfg.train)
+    engines.check(cfg, method_cfg["name"])  # EngineUnavailable: the point is skipped, with the reason
+    profiles.check(cfg)
     model_config = models.load_config(cfg.model)
     methods.validate(method_cfg, model_config, cfg.model.get("tokenizer") or cfg.model.name_or_path)
     sft_config(cfg, method_cfg, Path(cfg.run.results_dir) / "_validate")
@@ -82,13 +98,15 @@ def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
         "status": "running",
         "method": cfg.method.name,
         "method_config": method_config(cfg),
-        "engine": cfg.get("engine", {}).get("name", "peft") if cfg.get("engine") else "peft",
+        "engine": engines.name(cfg),
         "model": cfg.model.name,
         "model_source": cfg.model.name_or_path,
         "dataset": cfg.data.name,
         "seed": cfg.train.seed,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "peftbench_version": __version__,
+        "world_size": distributed.world_size(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # the GPU a parallel sweep pinned it to
     }
 
 
@@ -104,22 +122,42 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     method = methods.get_method(method_cfg["name"])
     run_dir = Path(cfg.run.results_dir) / record["run_id"]
     torch.manual_seed(cfg.train.seed)
+    distributed.use_local_gpu()
 
     t0 = time.perf_counter()
-    tokenizer = models.load_tokenizer(cfg.model)
-    model = models.load_model(cfg.model, methods.quantization_config(method_cfg), vocab_size=len(tokenizer))
+    unsloth = engines.name(cfg) == "unsloth"
+    seq_len = data.sequence_length(cfg)
+    bf16_adapters = profiles.bf16_adapters(cfg, method_cfg)
+    if unsloth:  # FastLanguageModel loads the model and sets up the adapter (engines.unsloth_load)
+        model, tokenizer, engine_info = engines.unsloth_load(cfg, method_cfg, seq_len)
+        record.update(engine_info)
+    else:
+        tokenizer = data.tokenizer_for(cfg)
+        model = models.load_model(cfg.model, methods.quantization_config(method_cfg), vocab_size=len(tokenizer))
     record.update(models.provenance(cfg.model, model))
-    train_set, eval_set = data.load_train_eval(cfg.data)
+    record["vocab_size"] = model.config.vocab_size
+    train_set, eval_set = data.load_train_eval(cfg.data, model.config.vocab_size)
     record["dataset_fingerprint"] = data.fingerprint(train_set)
     record["train_examples"] = len(train_set)
     record["time_load_s"] = time.perf_counter() - t0
 
-    record["method_info"] = methods.prepare_model(model, method_cfg)
-    tokenizer_folder = models.local_folder(cfg.model.get("tokenizer") or cfg.model.name_or_path)
-    peft_config = methods.build_peft_config(method_cfg, tokenizer_folder)
-    if peft_config is not None:
-        model = get_peft_model(model, peft_config)
-    args = sft_config(cfg, method_cfg, run_dir / "checkpoints")
+    if not unsloth:
+        record["method_info"] = methods.prepare_model(model, method_cfg)
+        tokenizer_folder = (
+            None if data.uses_stand_in_tokenizer(cfg)
+            else models.local_folder(cfg.model.get("tokenizer") or cfg.model.name_or_path)
+        )
+        peft_config = methods.build_peft_config(method_cfg, tokenizer_folder)
+        if peft_config is not None:
+            record["adapter_dtype"] = "base (bf16)" if bf16_adapters else "float32"
+            model = get_peft_model(model, peft_config, autocast_adapter_dtype=not bf16_adapters)
+    choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
+    record.update(profile_info)
+    args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
+    if not unsloth:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
+        record.update(memory.predict(model.config, method_cfg, seq_len, args.per_device_train_batch_size,
+                                     bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
+                                     bf16_adapters))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     callback = PeftBenchCallback(
         results_dir=None,
@@ -136,6 +174,8 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         callbacks=[callback],
         optimizers=(optimizer, None),
     )
+    record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
+                   if k not in record})  # fmt: skip
     trainer.train()
 
     if eval_set is not None:
@@ -150,37 +190,79 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         record["time_save_s"] = time.perf_counter() - t2
     record.update(callback.record())
     record["mergeable"] = method.mergeable
+    record.update(evaluate.evaluate_trained(cfg, trainer.model, tokenizer, method))  # after saving: merging changes it
     return record
 
 
 def failure_status(exc: BaseException) -> str:
+    """`invalid` for input errors, `oom` for out-of-memory (also when wrapped by another exception), else `failed`."""
     import torch
 
+    if isinstance(exc, engines.EngineUnavailable):
+        return "skipped"
+    if isinstance(exc, engines.EngineChildError):
+        return exc.status
     if isinstance(exc, INPUT_ERRORS):
         return "invalid"
-    if isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower():
-        return "oom"
+    seen: BaseException | None = exc
+    for _ in range(16):  # a bounded walk down the cause/context chain
+        if seen is None:
+            break
+        text = str(seen).lower()
+        if isinstance(seen, torch.OutOfMemoryError) or "out of memory" in text or "cublas_status_alloc_failed" in text:
+            return "oom"
+        seen = seen.__cause__ or seen.__context__
     return "failed"
 
 
 def run_point(cfg: DictConfig) -> dict[str, Any]:
-    """Run one point and write its record; failures become records too. Returns the record."""
+    """Run one point and write its record; failures become records too. Returns the record.
+
+    Resume: a point whose record says `ok` is skipped (unless run.force=true); a point with no record, or a
+    failed/oom/invalid one, runs again, since its cause may be fixed. The point is held under a lock, so a second
+    sweep into the same folder waits for it and then skips it.
+    """
     run_id = run_id_for(cfg)
     results_dir = Path(cfg.run.results_dir)
     record = base_record(cfg, run_id)
-    start = time.perf_counter()
-    try:
-        validate(cfg)
-        record = train_point(cfg, record)
-        record["status"] = "ok"
-    except Exception as exc:  # noqa: BLE001 - every failure is kept as a row, then the sweep goes on
-        record["status"] = failure_status(exc)
-        record["error"] = str(exc) if record["status"] == "invalid" else f"{type(exc).__name__}: {exc}"
-        if record["status"] != "invalid":
-            record["traceback"] = traceback.format_exc(limit=8)
+    folder_errors = checks.results_dir_errors(results_dir)
+    if folder_errors:  # no row can be written into this folder, so the point reports and stops here
+        record.update(status="invalid", error="\n".join(folder_errors))
         log.error("%s: %s", run_id, record["error"])
-    record["time_total_s"] = time.perf_counter() - start
-    records.write_record(results_dir, record)
+        return record
+    # Under torchrun every rank runs the point together; rank 0 alone holds the lock and writes (a lock per rank
+    # would serialize the ranks and deadlock their collectives).
+    main_rank = distributed.is_main()
+    lock = records.point_lock(results_dir, run_id) if main_rank else contextlib.nullcontext(results_dir / run_id)
+    with lock as run_dir:
+        done = records.completed_record(results_dir, run_id)
+        if done is not None:
+            if not cfg.run.get("force", False):
+                log.info("skipping %s: finished", run_id)
+                records.write_table(results_dir)  # a sweep killed between record and table left the table behind
+                return done
+            log.info("rerunning %s: run.force=true", run_id)
+        elif main_rank:
+            shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # from an attempt that never wrote an ok record
+        start = time.perf_counter()
+        try:
+            validate(cfg)
+            base = evaluate.ensure_base(cfg)  # the untrained model's scores: evaluated once, then read from results_dir
+            record = engines.train_in_child(cfg, record) if engines.needs_child(cfg) else train_point(cfg, record)
+            record.update(evaluate.deltas(record, base))
+            record["status"] = "ok"
+        except Exception as exc:  # noqa: BLE001 - every failure is kept as a row, then the sweep goes on
+            record["status"] = failure_status(exc)
+            plain = record["status"] in ("invalid", "skipped") or isinstance(exc, engines.EngineChildError)
+            record["error"] = str(exc) if plain else f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, engines.EngineChildError):
+                record["traceback"] = exc.child_traceback
+            elif record["status"] not in ("invalid", "skipped"):
+                record["traceback"] = traceback.format_exc(limit=8)
+            log.error("%s: %s", run_id, records.scrub(record["error"]))
+        record["time_total_s"] = time.perf_counter() - start
+        if main_rank:
+            records.write_record(results_dir, record)
     release_memory()
     return record
 

@@ -39,7 +39,7 @@ def test_recipe_composes(recipe):
     assert cfg.run.name
 
 
-@pytest.mark.parametrize("group", ["model", "data", "train", "sweep"])
+@pytest.mark.parametrize("group", ["model", "data", "train", "sweep", "eval"])
 def test_every_group_option_composes(group):
     for option in group_options(group):
         compose_recipe(f"{group}={option}")
