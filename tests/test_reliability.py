@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import torch
 
-from peftbench import records
+from peftbench import records, sweep
 from peftbench.runner import run_point
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,8 +156,16 @@ def test_two_concurrent_sweeps_into_one_folder_land_every_row_and_no_secret(tmp_
             text = path.read_text(errors="replace")
             assert secret not in text and quiet not in text, f"secret leaked into {path}"
     assert secret.encode() not in (results / "table.parquet").read_bytes()
-    hydra_dumps = list(tmp_path.glob("outputs/**/.hydra/*.yaml")) + list(tmp_path.glob("outputs/**/multirun.yaml"))
-    assert hydra_dumps and any("***" in p.read_text() for p in hydra_dumps)
+    # each sweep has a Hydra folder of its own (started in the same second, they once shared one and the later
+    # writer's dumps and status files replaced the other's); A's dumps kept its leaky overrides, masked
+    sweep_dirs = sorted(p.parent for p in tmp_path.glob("outputs/*/*/multirun.yaml"))
+    assert len(sweep_dirs) == 2, sweep_dirs
+    assert all(len(list(d.glob(f"*/{sweep.STATUS_FILE}"))) == 2 for d in sweep_dirs)
+    a_dumps = [d for d in sweep_dirs if "hub_token" in (d / "multirun.yaml").read_text()]
+    assert len(a_dumps) == 1
+    hydra_dumps = list(a_dumps[0].glob("*/.hydra/*.yaml")) + [a_dumps[0] / "multirun.yaml"]
+    assert all("***" in p.read_text() for p in hydra_dumps if "hub_token" in p.read_text())
+    assert "***" in (a_dumps[0] / "multirun.yaml").read_text()
 
 
 def test_resume_skips_ok_reruns_failed_and_force_reruns(tiny_cfg, caplog):
