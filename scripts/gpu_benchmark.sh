@@ -7,7 +7,8 @@
 #   scripts/gpu_benchmark.sh OUTDIR [SECTION...]      (default: all sections, in order)
 # Sections: env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
-# TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS.
+# TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
+# FAST_METHODS (default METHODS), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
@@ -44,7 +45,8 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
       run peftbench_a_default "${pb[@]}" -m +recipe=family_7b_synthetic method="${methods// /,}" \
           run.name=a_default "run.results_dir=$out/results/a_default" "${common[@]}" ;;
     a_fast)
-      run peftbench_a_fast "${pb[@]}" -m +recipe=family_7b_synthetic method="${methods// /,}" profile=fast \
+      fast=${FAST_METHODS:-$methods}
+      run peftbench_a_fast "${pb[@]}" -m +recipe=family_7b_synthetic method="${fast// /,}" profile=fast \
           run.name=a_fast "run.results_dir=$out/results/a_fast" "${common[@]}" ;;
     qlora7b_mb1)
       run qlora7b_mb1 "${pb[@]}" +recipe=qlora_7b model.init=random data=synthetic train.per_device_train_batch_size=1 \
@@ -54,8 +56,8 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
       run qlora70b "${pb[@]}" +recipe=qlora_70b "run.results_dir=$out/results/qlora70b" \
           "hydra.run.dir=$out/hydra/qlora70b" ;;
     overhead)
-      run overhead python3 scripts/stock_baseline.py --method lora --config $config --steps "$steps" \
-          --callback-overhead --out "$out/stock_overhead.csv" ;;
+      run overhead python3 scripts/stock_baseline.py --method lora --config $config --steps "${OVERHEAD_STEPS:-$steps}" \
+          --callback-overhead --repeats "${OVERHEAD_REPEATS:-3}" --out "$out/stock_overhead.csv" ;;
     b_stock)
       for m in $b_methods; do
         run stock_b python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --workload gsm8k \

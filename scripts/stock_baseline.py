@@ -2,12 +2,12 @@
 
 Same methods, shapes and batch as peftbench's GPU recipes: random-init model from a config (the shape is what matters
 for speed and memory), gradient checkpointing on, fused AdamW, bf16. It times tokens/s and peak memory itself (CUDA
-events would time kernels only; the Trainer step is timed with a synchronize and a host clock, as a user would) and
-appends one CSV row per method.
+events would time kernels only; steps are timed with a synchronize and a host clock, as a user would) and appends one
+CSV row per method.
 
     python scripts/stock_baseline.py --method lora --config peftbench/model_configs/llama2_7b.json --out stock.csv
     python scripts/stock_baseline.py --method lora --workload gsm8k --data train.jsonl --tokenizer TOKDIR ...
-    python scripts/stock_baseline.py --method lora --callback-overhead ...  # same run, with and without the callback
+    python scripts/stock_baseline.py --method lora --callback-overhead --repeats 3 ...  # with/without the callback
 """
 
 from __future__ import annotations
@@ -30,11 +30,18 @@ LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "ia3": 3e-3, "promp
 
 
 class StepTimer(TrainerCallback):
-    """Per-step wall time (after a synchronize) and the step's peak allocated/reserved memory. Registered last, so
-    a callback under test runs inside the timed step."""
+    """Per-step time and peak allocated/reserved memory, and the wall clock at each step's end. Registered last, so a
+    callback under test runs inside the timed step.
 
-    def __init__(self):
-        self.times, self.allocated, self.reserved, self.tokens = [], [], [], []
+    tokens/s is wall clock from the end of the last warm-up step to the end of the last step, the same definition as
+    peftbench's (metrics.steady_state_rate), so the ratio compares like with like; the in-step rate (the sum of the
+    steps' own times, gaps between steps left out) is kept beside it. With `every_step=False` (the callback-overhead
+    mode) the timer synchronizes only at those two ends, so it adds no per-step synchronize of its own.
+    """
+
+    def __init__(self, warmup: int, every_step: bool = True):
+        self.warmup, self.every_step = warmup, every_step
+        self.times, self.ends, self.allocated, self.reserved, self.tokens = [], [], [], [], []
 
     def on_train_begin(self, args, state, control, **kw):
         torch.cuda.synchronize()
@@ -44,12 +51,28 @@ class StepTimer(TrainerCallback):
         self.t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
-        torch.cuda.synchronize()
-        self.times.append(time.perf_counter() - self.t0)
+        if self.every_step or state.global_step in (self.warmup, state.max_steps):
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.times.append(now - self.t0)
+        self.ends.append(now)
         self.tokens.append(state.num_input_tokens_seen)  # the Trainer's own count: attention-mask sum
         self.allocated.append(torch.cuda.max_memory_allocated() / 2**30)
         self.reserved.append(torch.cuda.max_memory_reserved() / 2**30)
-        torch.cuda.reset_peak_memory_stats()
+        if self.every_step:
+            torch.cuda.reset_peak_memory_stats()
+
+    def rates(self) -> dict:
+        w = self.warmup
+        start_tokens, start_time = (self.tokens[w - 1], self.ends[w - 1]) if w else (0, None)
+        steady_tokens = self.tokens[-1] - start_tokens
+        wall = self.ends[-1] - start_time if start_time is not None else None
+        return {
+            "tokens_per_s": steady_tokens / wall if wall else None,
+            "tokens_per_s_in_step": steady_tokens / sum(self.times[w:]) if self.every_step else None,
+            "step_time_median_s": statistics.median(self.times[w:]) if self.every_step else None,
+            "wall_s_per_step": wall / (len(self.ends) - w) if wall else None,
+        }
 
 
 class PadCollator:
@@ -133,7 +156,7 @@ def dataset(args, vocab_size: int):
     return Dataset.from_dict({"input_ids": enc["input_ids"]}), pad
 
 
-def train_once(args, extra_callbacks=()) -> dict:
+def train_once(args, extra_callbacks=(), every_step: bool = True) -> dict:
     vocab = None
     if args.tokenizer:
         from transformers import AutoTokenizer
@@ -144,7 +167,7 @@ def train_once(args, extra_callbacks=()) -> dict:
     load_s = time.perf_counter() - t0
     train_set, pad = dataset(args, model.config.vocab_size if hasattr(model, "config") else vocab)
     collator = PadCollator(pad)
-    timer = StepTimer()
+    timer = StepTimer(args.warmup, every_step)
     targs = TrainingArguments(
         output_dir=f"/tmp/stock-{args.method}", max_steps=args.steps, per_device_train_batch_size=args.batch,
         learning_rate=LEARNING_RATES[args.method], lr_scheduler_type="constant_with_warmup", warmup_steps=2,
@@ -155,16 +178,12 @@ def train_once(args, extra_callbacks=()) -> dict:
     trainer = Trainer(model=model, args=targs, train_dataset=train_set, data_collator=collator,
                       callbacks=[*extra_callbacks, timer])  # fmt: skip
     trainer.train()
-    w = args.warmup
-    steady_tokens = timer.tokens[-1] - (timer.tokens[w - 1] if w else 0)
-    steady_time = sum(timer.times[w:])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     row = {
         "method": args.method, "workload": args.workload, "seq_len": args.seq_len, "micro_batch": args.batch,
-        "steps": len(timer.times), "warmup_steps": w, "tokens_per_s": steady_tokens / steady_time,
-        "step_time_median_s": statistics.median(timer.times[w:]), "peak_allocated_gib": max(timer.allocated),
-        "peak_reserved_gib": max(timer.reserved), "trainable_params": trainable, "load_s": load_s,
-        "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+        "steps": len(timer.times), "warmup_steps": args.warmup, **timer.rates(),
+        "peak_allocated_gib": max(timer.allocated), "peak_reserved_gib": max(timer.reserved),
+        "trainable_params": trainable, "load_s": load_s, "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
     }  # fmt: skip
     del trainer, model
     import gc
@@ -215,7 +234,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--out", required=True, help="CSV file to append the row to")
     ap.add_argument("--callback-overhead", action="store_true",
-                    help="train twice in this process, without and with PeftBenchCallback; report both step times")
+                    help="train without and with PeftBenchCallback, interleaved, in this process; report both rates")
+    ap.add_argument("--repeats", type=int, default=3, help="--callback-overhead: trainings per arm")
     args = ap.parse_args()
     if args.workload == "gsm8k" and not (args.data and args.tokenizer):
         ap.error("--workload gsm8k needs --data and --tokenizer")
@@ -224,21 +244,26 @@ def main() -> None:
         return
     from peftbench import PeftBenchCallback  # the one thing measured here; imported only for this mode
 
+    # Interleaved pairs, so drift (clocks, allocator, thermals) hits both arms alike. The timer synchronizes only at
+    # the warm-up end and the last step, so the with-callback arm carries the callback's whole cost, its per-step
+    # synchronize included, and the rate is wall clock over the steady-state steps.
     rows = []
-    for with_cb in (False, True, False, True):  # interleaved, so drift (clocks, allocator) hits both alike
+    for with_cb in (False, True) * args.repeats:
         cb = [PeftBenchCallback(warmup_steps=args.warmup, save_adapter=False)] if with_cb else []
         spent = [time_hooks(c) for c in cb]
-        row = train_once(args, cb)
+        row = train_once(args, cb, every_step=False)
         row["with_callback"] = with_cb
         row["callback_hook_s_per_step"] = sum(spent[0]) / row["steps"] if spent else 0.0
         rows.append(row)
         append(args.out, row)
-    base = statistics.mean(r["step_time_median_s"] for r in rows if not r["with_callback"])
-    cb = statistics.mean(r["step_time_median_s"] for r in rows if r["with_callback"])
+    arms = {flag: [r["tokens_per_s"] for r in rows if r["with_callback"] == flag] for flag in (False, True)}
+    base, cb = statistics.mean(arms[False]), statistics.mean(arms[True])
     hook = statistics.mean(r["callback_hook_s_per_step"] for r in rows if r["with_callback"])
-    print(f"CALLBACK_HOOKS {1000 * hook:.3f} ms per step inside PeftBenchCallback = {100 * hook / base:.3f}% of a step")
-    print(f"CALLBACK_OVERHEAD step_time without={base:.4f}s with={cb:.4f}s overhead={100 * (cb / base - 1):+.2f}%")
-
+    wall = statistics.mean(r["wall_s_per_step"] for r in rows if not r["with_callback"])
+    spread = 100 * (max(arms[False]) - min(arms[False])) / base
+    print(f"CALLBACK_HOOKS {1000 * hook:.3f} ms per step inside PeftBenchCallback = {100 * hook / wall:.3f}% of a step")
+    print(f"CALLBACK_OVERHEAD tokens/s without={base:.1f} with={cb:.1f} overhead={100 * (1 - cb / base):+.2f}% "
+          f"(runs per arm: {args.repeats}; spread of the runs without: {spread:.2f}%)")
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
