@@ -244,11 +244,13 @@ def main() -> None:
         return
     from peftbench import PeftBenchCallback  # the one thing measured here; imported only for this mode
 
-    # Interleaved pairs, so drift (clocks, allocator, thermals) hits both arms alike. The timer synchronizes only at
-    # the warm-up end and the last step, so the with-callback arm carries the callback's whole cost, its per-step
+    # Pairs in alternating order (without/with, then with/without, ...), so a drift within the process (clocks,
+    # allocator, thermals) cancels instead of always landing on the second run of a pair. The timer synchronizes only
+    # at the warm-up end and the last step, so the with-callback arm carries the callback's whole cost, its per-step
     # synchronize included, and the rate is wall clock over the steady-state steps.
+    order = [flag for i in range(args.repeats) for flag in ((False, True) if i % 2 == 0 else (True, False))]
     rows = []
-    for with_cb in (False, True) * args.repeats:
+    for with_cb in order:
         cb = [PeftBenchCallback(warmup_steps=args.warmup, save_adapter=False)] if with_cb else []
         spent = [time_hooks(c) for c in cb]
         row = train_once(args, cb, every_step=False)
