@@ -61,14 +61,19 @@ def plot_pareto(path: Path, rows: list[Row], x: str, y: str, colours: dict[str, 
             label = f"{r.method} [{r.engine}]" if len({o.engine for o in ok}) > 1 else r.method
             ax.annotate(label, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8,
                         color="black" if i in front else "#888888")  # fmt: skip
-        line = sorted(xy[i] for i in front)
-        ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=1, ls="--", zorder=2)
-        ax.set_xlabel(f"{METRICS[x][0]} ({'higher' if METRICS[x][1] else 'lower'} is better)")
-        ax.set_ylabel(f"{METRICS[y][0]} ({'higher' if METRICS[y][1] else 'lower'} is better)")
+        draw_front(ax, xy, front, x, y)
         ax.set_title(f"Pareto front — {facet_title(facet)} (grey: dominated)", fontsize=10)
         ax.grid(alpha=0.3)
     fig.savefig(path)
     return True
+
+
+def draw_front(ax, xy: list[tuple[float, float]], front: set[int], x: str, y: str) -> None:
+    """The Pareto front as a dashed line through its points, and axis labels that say which way is better."""
+    line = sorted(xy[i] for i in front)
+    ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=1, ls="--", zorder=2)
+    ax.set_xlabel(f"{METRICS[x][0]} ({'higher' if METRICS[x][1] else 'lower'} is better)")
+    ax.set_ylabel(f"{METRICS[y][0]} ({'higher' if METRICS[y][1] else 'lower'} is better)")
 
 
 ENGINE_COLOURS = {"peft": "#4c72b0", "liger": "#dd8452", "unsloth": "#55a868"}
@@ -97,13 +102,10 @@ def plot_engines(path: Path, rows: list[Row], x: str = "gpu_allocated_gib_peak",
                        edgecolor="black" if i in front else "none", label=r.engine)  # fmt: skip
             ax.annotate(engine_label(r), (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8,
                         color="black" if i in front else "#777777")  # fmt: skip
-        line = sorted(xy[i] for i in front)
-        ax.plot([p[0] for p in line], [p[1] for p in line], color="black", lw=1, ls="--", zorder=2)
+        draw_front(ax, xy, front, x, y)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best")
-        ax.set_xlabel(f"{METRICS[x][0]} (lower is better)")
-        ax.set_ylabel(f"{METRICS[y][0]} (higher is better)")
         ax.set_title(f"{method}: engines — {facet_title(facet)} (outlined: Pareto front)", fontsize=10)
         ax.grid(alpha=0.3)
     fig.savefig(path)
