@@ -108,16 +108,23 @@ def remove_stale_temps(folder: Path, prefix: str = ".") -> list[Path]:
     return removed
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+@contextmanager
+def replacing(path: Path):
+    """Yield a temp file's name beside `path` to write into; on success publish it over `path`, else delete it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
+        yield tmp
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    with replacing(path) as tmp:
+        Path(tmp).write_text(text)
 
 
 def write_record(results_dir: str | Path, record: dict[str, Any], rebuild: bool = True) -> Path:
@@ -248,14 +255,8 @@ def write_table(results_dir: str | Path):
         remove_stale_temps(results_dir, ".table.")
         frame = to_frame(read_records(results_dir))
         for name, write in (("table.parquet", frame.to_parquet), ("table.csv", frame.to_csv)):
-            fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=f".{name}.", suffix=TEMP_SUFFIX)
-            os.close(fd)
-            try:
+            with replacing(results_dir / name) as tmp:
                 write(tmp, index=False)
-                _publish(tmp, results_dir / name)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
     return frame
 
 
