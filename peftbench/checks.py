@@ -59,6 +59,7 @@ RULES: list[Rule] = [
     ("model.use_safetensors", lambda v: isinstance(v, bool), "true or false"),
     ("run.force", lambda v: isinstance(v, bool), "true or false"),
     ("run.save_adapter", lambda v: isinstance(v, bool), "true or false"),
+    ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
 ]  # fmt: skip
 
 

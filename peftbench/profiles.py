@@ -37,6 +37,13 @@ def bf16_adapters(cfg: DictConfig, method_cfg: dict[str, Any]) -> bool:
     return bool(profile.get("bf16_lora_adapters")) and method_cfg["name"] in BF16_ADAPTER_METHODS
 
 
+def trl_step_metrics(cfg: DictConfig) -> bool:
+    """Whether TRL logs entropy and token accuracy every step (peftbench.trainer says what they cost). unsloth's
+    patched trainer keeps TRL's compute_loss as it is."""
+    profile = cfg.get("profile") or {}
+    return bool(profile.get("trl_step_metrics", True)) or engines.name(cfg) == "unsloth"
+
+
 def gpu_memory_gib() -> float | None:
     import torch
 

@@ -114,15 +114,16 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     """Load, prepare, train and measure one point; fills and returns `record`."""
     import torch
     from peft import get_peft_model
-    from trl import SFTTrainer
-
     from peftbench.callback import PeftBenchCallback
+    from peftbench.trainer import sft_trainer_class
 
     method_cfg = method_config(cfg)
     method = methods.get_method(method_cfg["name"])
     run_dir = Path(cfg.run.results_dir) / record["run_id"]
     torch.manual_seed(cfg.train.seed)
     distributed.use_local_gpu()
+    if torch.cuda.is_available():  # what earlier points of this process left allocated is inside this point's peak
+        record["gpu_allocated_at_start_gib"] = torch.cuda.memory_allocated() / memory.GIB
 
     t0 = time.perf_counter()
     unsloth = engines.name(cfg) == "unsloth"
@@ -165,7 +166,8 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         warmup_steps=cfg.run.warmup_steps,
         save_adapter=False,
     )
-    trainer = SFTTrainer(
+    record["trl_step_metrics"] = profiles.trl_step_metrics(cfg)
+    trainer = sft_trainer_class(record["trl_step_metrics"])(
         model=model,
         args=args,
         train_dataset=train_set,

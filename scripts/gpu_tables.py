@@ -17,7 +17,7 @@ def peftbench_table(out: Path, run: str) -> pd.DataFrame | None:
         return None
     frame = pd.read_csv(path)
     keep = ["method", "status", "tokens_per_s", "gpu_allocated_gib_peak", "gpu_reserved_gib_peak", "predicted_peak_gib",
-            "step_time_median_s", "hyperparameters.gradient_checkpointing", "error"]  # fmt: skip
+            "gpu_allocated_at_start_gib", "step_time_median_s", "hyperparameters.gradient_checkpointing", "error"]  # fmt: skip
     return frame[[c for c in keep if c in frame.columns]].drop_duplicates("method", keep="last").set_index("method")
 
 
@@ -26,7 +26,7 @@ def fmt(frame: pd.DataFrame) -> str:
 
 
 def main(out: Path) -> None:
-    for workload, stock_file, runs in (("A (synthetic 2048)", "stock_a.csv", ["a_default", "a_fast"]),
+    for workload, stock_file, runs in (("A (synthetic 2048)", "stock_a.csv", ["a_default", "a_each", "a_fast"]),
                                        ("B (GSM8K)", "stock_b.csv", ["b_default"])):  # fmt: skip
         stock_path = out / stock_file
         if not stock_path.exists():
@@ -44,6 +44,8 @@ def main(out: Path) -> None:
             side[f"{name}_peak_gib"] = table.gpu_allocated_gib_peak
             side[f"{name}_x_stock"] = table.tokens_per_s / stock.tokens_per_s
             side[f"{name}_mem_x_stock"] = table.gpu_allocated_gib_peak / stock.peak_allocated_gib
+            if "gpu_allocated_at_start_gib" in table:  # left allocated by earlier points of the same process
+                side[f"{name}_start_mib"] = 1024 * table.gpu_allocated_at_start_gib
             if "predicted_peak_gib" in table:
                 side[f"{name}_predicted_gib"] = table.predicted_peak_gib
                 side[f"{name}_pred_err_pct"] = 100 * (table.predicted_peak_gib / table.gpu_allocated_gib_peak - 1)
