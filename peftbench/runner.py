@@ -167,13 +167,14 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         save_adapter=False,
     )
     record["trl_step_metrics"] = profiles.trl_step_metrics(cfg)
+    record["profiled_steps"] = int(cfg.run.get("profile_steps") or 0)  # profiled steps are slower: not for tokens/s
     trainer = sft_trainer_class(record["trl_step_metrics"])(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        callbacks=[callback],
+        callbacks=[callback, *profiler_callbacks(cfg, run_dir)],
         optimizers=(optimizer, None),
     )
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
@@ -194,6 +195,16 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     record["mergeable"] = method.mergeable
     record.update(evaluate.evaluate_trained(cfg, trainer.model, tokenizer, method))  # after saving: merging changes it
     return record
+
+
+def profiler_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+    """run.profile_steps=N: torch.profiler over the N steps after the warm-up, into <point>/profile/."""
+    steps = int(cfg.run.get("profile_steps") or 0)
+    if not steps:
+        return []
+    from peftbench.profiling import StepProfiler
+
+    return [StepProfiler(run_dir / "profile", start=int(cfg.run.warmup_steps), count=steps)]
 
 
 def failure_status(exc: BaseException) -> str:

@@ -5,10 +5,10 @@
 # baseline's tables (OUTDIR/stock_*.csv) into OUTDIR. Every command is echoed into OUTDIR/commands.txt.
 #
 #   scripts/gpu_benchmark.sh OUTDIR [SECTION...]      (default: all sections, in order)
-# Sections: env a_stock a_default a_each a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
+# Sections: env a_stock a_default a_each profile a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
-# FAST_METHODS and EACH_METHODS (default METHODS), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3).
+# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
@@ -48,6 +48,13 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
       for m in ${EACH_METHODS:-$methods}; do
         run peftbench_a_each "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=a_each \
             "run.results_dir=$out/results/a_each" train.max_steps="$steps" "hydra.run.dir=$out/hydra/a_each_$m"
+      done ;;
+    profile)  # torch.profiler over 2 steady-state steps of stock and of peftbench (diagnosis; not for tokens/s)
+      for m in ${PROFILE_METHODS:-lora}; do
+        run profile python3 scripts/stock_baseline.py --method "$m" --config $config --steps 6 --profile-steps 2 \
+            --profile-dir "$out/profile/stock_$m" --out "$out/stock_profile.csv"
+        run profile "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=profile train.max_steps=6 \
+            run.profile_steps=2 "run.results_dir=$out/results/profile" "hydra.run.dir=$out/hydra/profile_$m"
       done ;;
     a_fast)
       fast=${FAST_METHODS:-$methods}

@@ -8,6 +8,7 @@ CSV row per method.
     python scripts/stock_baseline.py --method lora --config peftbench/model_configs/llama2_7b.json --out stock.csv
     python scripts/stock_baseline.py --method lora --workload gsm8k --data train.jsonl --tokenizer TOKDIR ...
     python scripts/stock_baseline.py --method lora --callback-overhead --repeats 3 ...  # with/without the callback
+    python scripts/stock_baseline.py --method lora --profile-steps 2 --profile-dir DIR ...  # where a step's time goes
 """
 
 from __future__ import annotations
@@ -168,6 +169,10 @@ def train_once(args, extra_callbacks=(), every_step: bool = True) -> dict:
     train_set, pad = dataset(args, model.config.vocab_size if hasattr(model, "config") else vocab)
     collator = PadCollator(pad)
     timer = StepTimer(args.warmup, every_step)
+    if args.profile_steps:  # diagnosis only: the profiled steps are slower
+        from peftbench.profiling import StepProfiler
+
+        extra_callbacks = [*extra_callbacks, StepProfiler(args.profile_dir, args.warmup, args.profile_steps)]
     targs = TrainingArguments(
         output_dir=f"/tmp/stock-{args.method}", max_steps=args.steps, per_device_train_batch_size=args.batch,
         learning_rate=LEARNING_RATES[args.method], lr_scheduler_type="constant_with_warmup", warmup_steps=2,
@@ -235,6 +240,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="CSV file to append the row to")
     ap.add_argument("--callback-overhead", action="store_true",
                     help="train without and with PeftBenchCallback, interleaved, in this process; report both rates")
+    ap.add_argument("--profile-steps", type=int, default=0, help="torch.profiler over N steps after the warm-up")
+    ap.add_argument("--profile-dir", default="profile", help="--profile-steps: folder for the trace and op tables")
     ap.add_argument("--repeats", type=int, default=3, help="--callback-overhead: trainings per arm")
     args = ap.parse_args()
     if args.workload == "gsm8k" and not (args.data and args.tokenizer):
