@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -150,20 +151,33 @@ def cuda_memory_gib() -> tuple[float, float]:
 
 def nvml_used_gib() -> float | None:
     """Device-level memory in use (all processes, CUDA context included), through NVML when installed."""
+    handle = nvml_handle(torch.cuda.current_device())
+    if handle is None:
+        return None
+    import pynvml
+
+    try:
+        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / GIB
+    except Exception:  # the driver stopped answering: the record leaves the column empty
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def nvml_handle(index: int) -> Any:
+    """NVML's handle for CUDA device `index`, looked up once per process (the callback reads memory every step), or
+    None without NVML. NVML numbers all GPUs of the host, so under CUDA_VISIBLE_DEVICES it is found by UUID."""
     try:
         import pynvml
 
         pynvml.nvmlInit()
-        index = torch.cuda.current_device()
-        try:  # NVML numbers all GPUs of the host; under CUDA_VISIBLE_DEVICES the CUDA index is another GPU's
+        try:
             uuid = str(torch.cuda.get_device_properties(index).uuid)
-            handle = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
+            return pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else f"GPU-{uuid}")
         except Exception:
             if os.environ.get("CUDA_VISIBLE_DEVICES"):
                 return None  # the index would name another GPU: leave the column empty rather than wrong
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-        return pynvml.nvmlDeviceGetMemoryInfo(handle).used / GIB
-    except Exception:  # no NVML library or no driver: the record leaves the column empty
+            return pynvml.nvmlDeviceGetHandleByIndex(index)
+    except Exception:  # no NVML library or no driver
         return None
 
 

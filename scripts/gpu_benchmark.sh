@@ -8,7 +8,8 @@
 # Sections: env a_stock a_default a_each profile a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
-# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3).
+# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3),
+# OVERHEAD_ARMS (default none,peftbench; see stock_baseline.py --arms).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
@@ -69,7 +70,7 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
           "hydra.run.dir=$out/hydra/qlora70b" ;;
     overhead)
       run overhead python3 scripts/stock_baseline.py --method lora --config $config --steps "${OVERHEAD_STEPS:-$steps}" \
-          --callback-overhead --repeats "${OVERHEAD_REPEATS:-3}" --out "$out/stock_overhead.csv" ;;
+          --callback-overhead --repeats "${OVERHEAD_REPEATS:-3}" --arms "${OVERHEAD_ARMS:-none,peftbench}" --out "$out/stock_overhead.csv" ;;
     b_stock)
       for m in $b_methods; do
         run stock_b python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --workload gsm8k \

@@ -60,9 +60,11 @@ def main(out: Path) -> None:
     if overhead.exists():
         frame = pd.read_csv(overhead)
         print(f"## callback overhead (LoRA, stock script, same process)\n\n{frame.to_string()}\n")
-        means = frame.groupby("with_callback").tokens_per_s.mean()
-        if len(means) == 2:
-            print(f"overhead = {100 * (1 - means[True] / means[False]):+.2f}% of the tokens/s (mean per arm)\n")
+        arm = frame["arm"] if "arm" in frame else frame.with_callback.map({False: "none", True: "peftbench"})
+        means = frame.groupby(arm).tokens_per_s.mean()
+        for name in means.index.drop("none", errors="ignore"):
+            if "none" in means:
+                print(f"overhead {name} = {100 * (1 - means[name] / means['none']):+.2f}% of the tokens/s (mean per arm)\n")
 
 
 if __name__ == "__main__":

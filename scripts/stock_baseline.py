@@ -8,6 +8,7 @@ CSV row per method.
     python scripts/stock_baseline.py --method lora --config peftbench/model_configs/llama2_7b.json --out stock.csv
     python scripts/stock_baseline.py --method lora --workload gsm8k --data train.jsonl --tokenizer TOKDIR ...
     python scripts/stock_baseline.py --method lora --callback-overhead --repeats 3 ...  # with/without the callback
+    ... --callback-overhead --arms none,peftbench,peftbench_no_nvml,sync_only          # which part of it costs
     python scripts/stock_baseline.py --method lora --profile-steps 2 --profile-dir DIR ...  # where a step's time goes
 """
 
@@ -20,6 +21,7 @@ import os
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -243,36 +245,71 @@ def main() -> None:
     ap.add_argument("--profile-steps", type=int, default=0, help="torch.profiler over N steps after the warm-up")
     ap.add_argument("--profile-dir", default="profile", help="--profile-steps: folder for the trace and op tables")
     ap.add_argument("--repeats", type=int, default=3, help="--callback-overhead: trainings per arm")
+    ap.add_argument("--arms", default="none,peftbench",
+                    help=f"--callback-overhead: comma-separated arms among {', '.join(ARMS)}")
     args = ap.parse_args()
     if args.workload == "gsm8k" and not (args.data and args.tokenizer):
         ap.error("--workload gsm8k needs --data and --tokenizer")
     if not args.callback_overhead:
         append(args.out, train_once(args))
         return
-    from peftbench import PeftBenchCallback  # the one thing measured here; imported only for this mode
-
-    # Pairs in alternating order (without/with, then with/without, ...), so a drift within the process (clocks,
-    # allocator, thermals) cancels instead of always landing on the second run of a pair. The timer synchronizes only
-    # at the warm-up end and the last step, so the with-callback arm carries the callback's whole cost, its per-step
-    # synchronize included, and the rate is wall clock over the steady-state steps.
-    order = [flag for i in range(args.repeats) for flag in ((False, True) if i % 2 == 0 else (True, False))]
+    arms = args.arms.split(",")
+    unknown = set(arms) - set(ARMS)
+    if unknown or "none" not in arms:
+        ap.error(f"--arms: choose from {', '.join(ARMS)}, including none (got {args.arms})")
+    # Each round runs every arm, in reverse order every other round, so a drift within the process (clocks, allocator,
+    # thermals) cancels instead of always landing on the same arm. The timer synchronizes only at the warm-up end and
+    # the last step, so an arm carries its callback's whole cost, its per-step synchronize included.
+    order = [arm for i in range(args.repeats) for arm in (arms if i % 2 == 0 else arms[::-1])]
     rows = []
-    for with_cb in order:
-        cb = [PeftBenchCallback(warmup_steps=args.warmup, save_adapter=False)] if with_cb else []
-        spent = [time_hooks(c) for c in cb]
-        row = train_once(args, cb, every_step=False)
-        row["with_callback"] = with_cb
+    for arm in order:
+        callbacks, restore = overhead_arm(arm, args.warmup)
+        spent = [time_hooks(c) for c in callbacks]
+        try:
+            row = train_once(args, callbacks, every_step=False)
+        finally:
+            restore()
+        row["arm"], row["with_callback"] = arm, arm != "none"
         row["callback_hook_s_per_step"] = sum(spent[0]) / row["steps"] if spent else 0.0
         rows.append(row)
         append(args.out, row)
-    arms = {flag: [r["tokens_per_s"] for r in rows if r["with_callback"] == flag] for flag in (False, True)}
-    base, cb = statistics.mean(arms[False]), statistics.mean(arms[True])
-    hook = statistics.mean(r["callback_hook_s_per_step"] for r in rows if r["with_callback"])
-    wall = statistics.mean(r["wall_s_per_step"] for r in rows if not r["with_callback"])
-    spread = 100 * (max(arms[False]) - min(arms[False])) / base
-    print(f"CALLBACK_HOOKS {1000 * hook:.3f} ms per step inside PeftBenchCallback = {100 * hook / wall:.3f}% of a step")
-    print(f"CALLBACK_OVERHEAD tokens/s without={base:.1f} with={cb:.1f} overhead={100 * (1 - cb / base):+.2f}% "
-          f"(runs per arm: {args.repeats}; spread of the runs without: {spread:.2f}%)")
+    rates = {arm: [r["tokens_per_s"] for r in rows if r["arm"] == arm] for arm in arms}
+    base = statistics.mean(rates["none"])
+    wall = statistics.mean(r["wall_s_per_step"] for r in rows if r["arm"] == "none")
+    spread = 100 * (max(rates["none"]) - min(rates["none"])) / base
+    for arm in [a for a in arms if a != "none"]:
+        hook = statistics.mean(r["callback_hook_s_per_step"] for r in rows if r["arm"] == arm)
+        mean = statistics.mean(rates[arm])
+        print(f"CALLBACK_HOOKS {arm}: {1000 * hook:.3f} ms per step inside the callback = {100 * hook / wall:.3f}% of a step")
+        print(f"CALLBACK_OVERHEAD {arm}: tokens/s without={base:.1f} with={mean:.1f} overhead={100 * (1 - mean / base):+.2f}% "
+              f"(runs per arm: {args.repeats}; spread of the runs without: {spread:.2f}%)")
+
+
+ARMS = ("none", "peftbench", "peftbench_no_nvml", "sync_only")
+
+
+class SyncOnly(TrainerCallback):
+    """A callback that only synchronizes at each step end, as PeftBenchCallback does before reading memory."""
+
+    def on_step_end(self, args, state, control, **kw):
+        torch.cuda.synchronize()
+
+
+def overhead_arm(arm: str, warmup: int) -> tuple[list, Callable[[], None]]:
+    """(the callbacks of this arm, a function undoing what the arm patched)."""
+    if arm == "none":
+        return [], lambda: None
+    if arm == "sync_only":
+        return [SyncOnly()], lambda: None
+    from peftbench import PeftBenchCallback, metrics  # the one thing measured here; imported only for this mode
+
+    callback = PeftBenchCallback(warmup_steps=warmup, save_adapter=False)
+    if arm == "peftbench":
+        return [callback], lambda: None
+    original = metrics.nvml_used_gib
+    metrics.nvml_used_gib = lambda: None  # peftbench_no_nvml: the callback without its NVML read
+    return [callback], lambda: setattr(metrics, "nvml_used_gib", original)
+
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
