@@ -253,6 +253,8 @@ def main() -> None:
     if not args.callback_overhead:
         append(args.out, train_once(args))
         return
+    import peftbench  # noqa: F401 - loaded before the first arm, so every arm runs with the same modules imported
+
     arms = args.arms.split(",")
     unknown = set(arms) - set(ARMS)
     if unknown or "none" not in arms:
