@@ -52,7 +52,7 @@ RULES: list[Rule] = [
     ("method.loraplus_lr_ratio", lambda v: _num(v) and v > 0, "a positive number"),
     ("data.max_train_samples", lambda v: _int(v) and v > 0, "a positive integer, or null for all rows"),
     ("data.max_eval_samples", lambda v: _int(v) and v >= 0, "an integer >= 0, or null for all rows"),
-    ("run.profile_steps", lambda v: _int(v) and v >= 0, "an integer >= 0 (steps to profile after the warm-up; 0 = off)"),
+    ("run.profile_steps", lambda v: _int(v) and v >= 0, "an integer >= 0 (steps to profile; 0 = off)"),
     ("run.warmup_steps", lambda v: _int(v) and v >= 0, "an integer >= 0 (optimizer steps left out of throughput)"),
     ("model.init", lambda v: v in ("pretrained", "random"), "`pretrained` or `random`"),
     ("model.dtype", lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),

@@ -3,7 +3,8 @@
     python -m peftbench ... run.profile_steps=2        # the 2 steps after the warm-up, into <point>/profile/
 
 Writes `trace.json.gz` (open it in Perfetto or chrome://tracing), the op tables sorted by GPU and by CPU time, and
-`summary.json`: the profiled wall time, the GPU's busy time (kernels and copies) and the number of kernels launched.
+`summary.json`: the profiled wall time, the GPU's busy time (kernels and copies) and the kernels (memsets included)
+per step.
 A step whose GPU is busy for much less than its wall time is bound by the host (Python, kernel launches, syncs).
 Profiled steps run slower than unprofiled ones, so a point that profiles is for diagnosis, not for its tokens/s.
 """
@@ -24,7 +25,7 @@ class StepProfiler(TrainerCallback):
     def __init__(self, folder: str | Path, start: int, count: int) -> None:
         self.folder, self.start, self.count = Path(folder), start, count
         self.profiler: torch.profiler.profile | None = None
-        self.done = False
+        self.done, self.t0 = False, 0.0
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.profiler is None and not self.done and state.global_step == self.start:

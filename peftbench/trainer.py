@@ -1,8 +1,9 @@
 """The SFTTrainer a point trains with: TRL's own, or the same loss without TRL's per-step diagnostics.
 
 TRL's SFTTrainer.compute_loss (1.15 and 1.16) also logs entropy, top-1 token accuracy and a token count on every
-step. Reading them costs three host synchronizations between the forward and the backward. The GPU drains at each
-one, which made a 7B step on an H100 1-2% slower than a plain Trainer (results/h100/README.md, run 7).
+step. Reading them costs three host synchronizations between the forward and the backward, which empty the GPU's
+queue of launched work. On a 7B step on an H100 removing them did not measurably close peftbench's gap to a plain
+Trainer: TRL's fused LM head makes four more synchronizations of its own (results/h100/README.md, runs 8 and 9).
 peftbench counts tokens and losses in its callback, so `profile.trl_step_metrics=false` (the shipped profiles) keeps
 TRL's loss, with its chunked LM head and the same value, and skips those reads. Set it to true to get them back.
 """
