@@ -174,7 +174,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        callbacks=[callback, *profiler_callbacks(cfg, run_dir)],
+        callbacks=[callback, *profiler_callbacks(record["profiled_steps"], int(cfg.run.warmup_steps), run_dir)],
         optimizers=(optimizer, None),
     )
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
@@ -197,14 +197,13 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def profiler_callbacks(cfg: DictConfig, run_dir: Path) -> list:
+def profiler_callbacks(steps: int, warmup_steps: int, run_dir: Path) -> list:
     """run.profile_steps=N: torch.profiler over the N steps after the warm-up, into <point>/profile/."""
-    steps = int(cfg.run.get("profile_steps") or 0)
     if not steps:
         return []
     from peftbench.profiling import StepProfiler
 
-    return [StepProfiler(run_dir / "profile", start=int(cfg.run.warmup_steps), count=steps)]
+    return [StepProfiler(run_dir / "profile", start=warmup_steps, count=steps)]
 
 
 def failure_status(exc: BaseException) -> str:

@@ -8,8 +8,8 @@
 # Sections: env a_stock a_default a_each profile a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
-# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3),
-# OVERHEAD_ARMS (default none,peftbench; see stock_baseline.py --arms).
+# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora), OVERHEAD_STEPS (default STEPS),
+# OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS (default none,peftbench; see stock_baseline.py --arms).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
