@@ -4,7 +4,9 @@
 
 Token counts come from the Trainer itself (`include_num_input_tokens_seen="non_padding"`, which sums the attention
 mask), so throughput counts real tokens, not padding. Memory is sampled per optimizer step: each step's CUDA peak
-(allocated and reserved, reset after reading), NVML's device-level use, and the process RSS on CPU.
+(allocated and reserved, reset after reading), NVML's device-level use, and the process RSS on CPU. None of it waits
+for the GPU: the caching allocator counts on the host as work is launched, and step ends are timed with CUDA events
+(`step_clock.StepClock`), so the callback adds no synchronize to the step it measures.
 
 Under torchrun / `accelerate launch` every rank runs the callback: at the end of training the ranks' memory series
 are gathered (peak per rank, and the maximum over ranks in the headline columns), throughput is global (the Trainer
@@ -21,6 +23,7 @@ import torch
 from transformers import TrainerCallback
 
 from peftbench import distributed, metrics
+from peftbench.step_clock import StepClock
 
 # TrainingArguments worth keeping in a record (the rest are defaults nobody compares on).
 HYPERPARAMETERS = [
@@ -50,8 +53,9 @@ class PeftBenchCallback(TrainerCallback):
         self._reset()
 
     def _reset(self) -> None:
-        self.marks: list[tuple[float, int, int]] = []
-        self.step_times: list[float] = []
+        self.marks: list[tuple[float, int, int]] = []  # (time, tokens, samples): at the start, then at each step end
+        self.counts: list[tuple[int, int]] = []  # (tokens, samples) at each step end, until its time is known
+        self.step_times: list[float] = []  # from one step's end to the next's: the gap between steps is part of a step
         self.allocated: list[float] = []
         self.reserved: list[float] = []
         self.nvml: list[float] = []
@@ -71,13 +75,12 @@ class PeftBenchCallback(TrainerCallback):
         self._reset()
         self.cuda = torch.cuda.is_available()
         if self.cuda:
-            torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
         self._samples_per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps
         self._samples_per_step *= max(args.world_size, 1)
-        self.train_start = time.perf_counter()
+        self.clock = StepClock(self.cuda)
+        self.train_start = self.clock.origin
         self._start_tokens = state.num_input_tokens_seen
-        self.marks.append((self.train_start, self._start_tokens, 0))
         trainable, total = metrics.count_parameters(model)
         self.summary.update(
             world_size=max(args.world_size, 1),
@@ -91,12 +94,9 @@ class PeftBenchCallback(TrainerCallback):
             hyperparameters={k: getattr(args, k) for k in HYPERPARAMETERS if hasattr(args, k)},
         )
 
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._step_start = time.perf_counter()
-
     def on_step_end(self, args, state, control, **kwargs):
+        self.clock.mark()
         if self.cuda:
-            torch.cuda.synchronize()  # the step's kernels are done before its time is taken
             allocated, reserved = metrics.cuda_memory_gib()
             self.allocated.append(allocated)
             self.reserved.append(reserved)
@@ -105,10 +105,8 @@ class PeftBenchCallback(TrainerCallback):
             if used is not None:
                 self.nvml.append(used)
         self.rss.append(metrics.rss_gib())
-        now = time.perf_counter()
-        self.step_times.append(now - self._step_start)
         self._samples += self._samples_per_step
-        self.marks.append((now, state.num_input_tokens_seen - self._start_tokens, self._samples))
+        self.counts.append((state.num_input_tokens_seen - self._start_tokens, self._samples))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -118,7 +116,10 @@ class PeftBenchCallback(TrainerCallback):
             self.eval_losses.append([state.global_step, float(logs["eval_loss"])])
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
+        ends = self.clock.finish()
         self.train_seconds = time.perf_counter() - self.train_start
+        self.marks = [(self.train_start, 0, 0)] + [(t, *count) for t, count in zip(ends, self.counts)]
+        self.step_times = [b[0] - a[0] for a, b in zip(self.marks, self.marks[1:])]
         self.ranks = distributed.gather(self._own_series())  # a collective: every rank gets here
         if self.save_adapter and model is not None:
             self.adapter_dir = Path(args.output_dir) / "adapter"

@@ -83,3 +83,24 @@ def test_shipped_profiles_skip_the_reads_and_unsloth_keeps_trls_loss(tiny_cfg):
     assert profiles.trl_step_metrics(tiny_cfg("profile=fast")) is False
     assert profiles.trl_step_metrics(tiny_cfg("profile.trl_step_metrics=true")) is True
     assert profiles.trl_step_metrics(tiny_cfg("engine=unsloth")) is True
+
+
+def test_the_fused_head_scores_every_position_without_gathering(tmp_path, monkeypatch):
+    """On a Triton device TRL's head gathers the labelled positions (a host read). Forced on here, on CPU: TRL's own
+    step gathers, the lean one must not, and both give the same loss and gradients on a batch with padding."""
+    import trl.trainer.utils as head
+
+    gathered: list[bool] = []
+    monkeypatch.setattr(head, "_use_triton", lambda device: gathered.append(True) or True)
+    trl_trainer, batch = build(tmp_path, step_metrics=True)
+    lean_trainer, _ = build(tmp_path, step_metrics=False)
+    assert (batch["labels"] == -100).any()
+    trl_loss, trl_grads = loss_and_grads(trl_trainer, batch)
+    assert gathered, "TRL's own step should have asked to gather"
+    gathered.clear()
+    lean_loss, lean_grads = loss_and_grads(lean_trainer, batch)
+    assert not gathered, "the lean step gathered the labelled positions"
+    assert head._use_triton(torch.device("cuda")) is True  # restored after the step
+    torch.testing.assert_close(lean_loss, trl_loss)
+    for name in trl_grads:
+        torch.testing.assert_close(lean_grads[name], trl_grads[name])
