@@ -1,9 +1,9 @@
 """The stock baseline: the plain transformers.Trainer + PEFT script a user would write, with no peftbench code.
 
 Same methods, shapes and batch as peftbench's GPU recipes: random-init model from a config (the shape is what matters
-for speed and memory), gradient checkpointing on, fused AdamW, bf16. It times tokens/s and peak memory itself (CUDA
-events would time kernels only; steps are timed with a synchronize and a host clock, as a user would) and appends one
-CSV row per method.
+for speed and memory), gradient checkpointing on, fused AdamW, bf16. It times tokens/s and peak memory itself (a CUDA
+event at each step end, on the same clock as peftbench's callback, with no synchronize per step) and appends one CSV
+row per method.
 
     python scripts/stock_baseline.py --method lora --config peftbench/model_configs/llama2_7b.json --out stock.csv
     python scripts/stock_baseline.py --method lora --workload gsm8k --data train.jsonl --tokenizer TOKDIR ...
@@ -33,47 +33,48 @@ LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "ia3": 3e-3, "promp
 
 
 class StepTimer(TrainerCallback):
-    """Per-step time and peak allocated/reserved memory, and the wall clock at each step's end. Registered last, so a
-    callback under test runs inside the timed step.
+    """Each step's end time and peak allocated/reserved memory. Registered last, so a callback under test runs inside
+    the timed step.
 
-    tokens/s is wall clock from the end of the last warm-up step to the end of the last step, the same definition as
-    peftbench's (metrics.steady_state_rate), so the ratio compares like with like; the in-step rate (the sum of the
-    steps' own times, gaps between steps left out) is kept beside it. With `every_step=False` (the callback-overhead
-    mode) the timer synchronizes only at those two ends, so it adds no per-step synchronize of its own.
+    Step ends are CUDA events, read after training: a synchronize at every step end would leave the GPU idle while the
+    host prepares the next step, and so slow the script it times (peftbench's callback times steps the same way:
+    peftbench/step_clock.py). tokens/s is from the end of the last warm-up step to the end of the last step, the same
+    definition as peftbench's (metrics.steady_state_rate), so the ratio compares like with like.
     """
 
-    def __init__(self, warmup: int, every_step: bool = True):
-        self.warmup, self.every_step = warmup, every_step
-        self.times, self.ends, self.allocated, self.reserved, self.tokens = [], [], [], [], []
+    def __init__(self, warmup: int):
+        self.warmup = warmup
+        self.events, self.ends, self.allocated, self.reserved, self.tokens = [], [], [], [], []
 
     def on_train_begin(self, args, state, control, **kw):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-
-    def on_step_begin(self, args, state, control, **kw):
-        self.t0 = time.perf_counter()
+        self.origin_event = torch.cuda.Event(enable_timing=True)
+        self.origin_event.record()
+        self.origin = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kw):
-        if self.every_step or state.global_step in (self.warmup, state.max_steps):
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.times.append(now - self.t0)
-        self.ends.append(now)
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        self.events.append(event)
         self.tokens.append(state.num_input_tokens_seen)  # the Trainer's own count: attention-mask sum
-        self.allocated.append(torch.cuda.max_memory_allocated() / 2**30)
+        self.allocated.append(torch.cuda.max_memory_allocated() / 2**30)  # counted on the host: no need to wait
         self.reserved.append(torch.cuda.max_memory_reserved() / 2**30)
-        if self.every_step:
-            torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats()
+
+    def on_train_end(self, args, state, control, **kw):
+        torch.cuda.synchronize()
+        self.ends = [self.origin + self.origin_event.elapsed_time(e) / 1000 for e in self.events]
 
     def rates(self) -> dict:
         w = self.warmup
-        start_tokens, start_time = (self.tokens[w - 1], self.ends[w - 1]) if w else (0, None)
+        start_tokens, start_time = (self.tokens[w - 1], self.ends[w - 1]) if w else (0, self.origin)
         steady_tokens = self.tokens[-1] - start_tokens
-        wall = self.ends[-1] - start_time if start_time is not None else None
+        wall = self.ends[-1] - start_time
+        step_times = [b - a for a, b in zip([self.origin, *self.ends], self.ends)]
         return {
             "tokens_per_s": steady_tokens / wall if wall else None,
-            "tokens_per_s_in_step": steady_tokens / sum(self.times[w:]) if self.every_step else None,
-            "step_time_median_s": statistics.median(self.times[w:]) if self.every_step else None,
+            "step_time_median_s": statistics.median(step_times[w:]),
             "wall_s_per_step": wall / (len(self.ends) - w) if wall else None,
         }
 
@@ -159,7 +160,7 @@ def dataset(args, vocab_size: int):
     return Dataset.from_dict({"input_ids": enc["input_ids"]}), pad
 
 
-def train_once(args, extra_callbacks=(), every_step: bool = True) -> dict:
+def train_once(args, extra_callbacks=()) -> dict:
     vocab = None
     if args.tokenizer:
         from transformers import AutoTokenizer
@@ -170,7 +171,7 @@ def train_once(args, extra_callbacks=(), every_step: bool = True) -> dict:
     load_s = time.perf_counter() - t0
     train_set, pad = dataset(args, model.config.vocab_size if hasattr(model, "config") else vocab)
     collator = PadCollator(pad)
-    timer = StepTimer(args.warmup, every_step)
+    timer = StepTimer(args.warmup)
     if args.profile_steps:  # diagnosis only: the profiled steps are slower
         from peftbench.profiling import StepProfiler
 
@@ -188,7 +189,7 @@ def train_once(args, extra_callbacks=(), every_step: bool = True) -> dict:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     row = {
         "method": args.method, "workload": args.workload, "seq_len": args.seq_len, "micro_batch": args.batch,
-        "steps": len(timer.times), "warmup_steps": args.warmup, **timer.rates(),
+        "steps": len(timer.ends), "warmup_steps": args.warmup, **timer.rates(),
         "peak_allocated_gib": max(timer.allocated), "peak_reserved_gib": max(timer.reserved),
         "trainable_params": trainable, "load_s": load_s, "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
     }  # fmt: skip
@@ -261,17 +262,19 @@ def main() -> None:
         ap.error(f"--arms: choose from {', '.join(ARMS)}, including none (got {args.arms})")
     # Each round runs every arm, in reverse order every other round, so a drift within the process (clocks, allocator,
     # thermals) cancels instead of always landing on the same arm. The timer synchronizes only at the warm-up end and
-    # the last step, so an arm carries its callback's whole cost, its per-step synchronize included.
+    # the last step, so an arm carries its callback's whole cost, and PeftBenchCallback's own tokens/s is kept beside the
+    # timer's, as a check of its clock.
     order = [arm for i in range(args.repeats) for arm in (arms if i % 2 == 0 else arms[::-1])]
     rows = []
     for arm in order:
         callbacks, restore = overhead_arm(arm, args.warmup)
         spent = [time_hooks(c) for c in callbacks]
         try:
-            row = train_once(args, callbacks, every_step=False)
+            row = train_once(args, callbacks)
         finally:
             restore()
         row["arm"], row["with_callback"] = arm, arm != "none"
+        row["callback_tokens_per_s"] = next((c.record()["tokens_per_s"] for c in callbacks if hasattr(c, "record")), None)
         row["callback_hook_s_per_step"] = sum(spent[0]) / row["steps"] if spent else 0.0
         rows.append(row)
         append(args.out, row)
@@ -291,7 +294,8 @@ ARMS = ("none", "peftbench", "peftbench_no_nvml", "sync_only")
 
 
 class SyncOnly(TrainerCallback):
-    """A callback that only synchronizes at each step end, as PeftBenchCallback does before reading memory."""
+    """A callback that only synchronizes at each step end, as PeftBenchCallback did before it timed steps with events:
+    what one synchronize per step costs."""
 
     def on_step_end(self, args, state, control, **kw):
         torch.cuda.synchronize()
