@@ -5,11 +5,12 @@
 # baseline's tables (OUTDIR/stock_*.csv) into OUTDIR. Every command is echoed into OUTDIR/commands.txt.
 #
 #   scripts/gpu_benchmark.sh OUTDIR [SECTION...]      (default: all sections, in order)
-# Sections: env a_stock a_default a_each profile a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
+# Sections: env a_stock a_default a_each ab profile a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
 # FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora), OVERHEAD_STEPS (default STEPS),
-# OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS (default none,peftbench; see stock_baseline.py --arms).
+# OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS (default none,peftbench; see stock_baseline.py --arms),
+# AB_METHODS (default lora), AB_PROFILES (default "default fast"), AB_ROUNDS (default 2).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
@@ -49,6 +50,22 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
       for m in ${EACH_METHODS:-$methods}; do
         run peftbench_a_each "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=a_each \
             "run.results_dir=$out/results/a_each" train.max_steps="$steps" "hydra.run.dir=$out/hydra/a_each_$m"
+      done ;;
+    ab)  # stock and peftbench's profiles alternated, a fresh process each, AB_ROUNDS times (order reversed every other
+         # round): the spread from one process to the next, measured beside the ratios
+      for r in $(seq "${AB_ROUNDS:-2}"); do
+        for m in ${AB_METHODS:-lora}; do
+          sides=(stock ${AB_PROFILES:-default fast})
+          if (( r % 2 == 0 )); then sides=($(printf '%s\n' "${sides[@]}" | tac)); fi
+          for side in "${sides[@]}"; do
+            if [ "$side" = stock ]; then
+              run ab python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --out "$out/stock_ab.csv"
+            else  # one results folder per round and profile: a point already in a folder would not train again
+              run ab "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" profile="$side" run.name=ab \
+                  "run.results_dir=$out/results/ab_${side}_r$r" train.max_steps="$steps" "hydra.run.dir=$out/hydra/ab_${side}_${m}_r$r"
+            fi
+          done
+        done
       done ;;
     profile)  # torch.profiler over 2 steady-state steps of stock and of peftbench (diagnosis; not for tokens/s)
       for m in ${PROFILE_METHODS:-lora}; do

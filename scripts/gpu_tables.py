@@ -56,6 +56,7 @@ def main(out: Path) -> None:
         table = peftbench_table(out, run)
         if table is not None:
             print(f"## {run}\n\n{table.to_string()}\n")
+    alternated(out)
     overhead = out / "stock_overhead.csv"
     if overhead.exists():
         frame = pd.read_csv(overhead)
@@ -64,6 +65,29 @@ def main(out: Path) -> None:
         means = frame.groupby(arm).tokens_per_s.mean()
         for name in means.index.drop("none") if "none" in means else []:
             print(f"overhead {name} = {100 * (1 - means[name] / means['none']):+.2f}% of the tokens/s (mean per arm)\n")
+
+
+def alternated(out: Path) -> None:
+    """The `ab` section: stock and peftbench's profiles in fresh processes, alternated round by round."""
+    stock_path = out / "stock_ab.csv"
+    if not stock_path.exists():
+        return
+    stock = pd.read_csv(stock_path)
+    stock["round"] = stock.groupby("method").cumcount() + 1  # rows are appended in the order they ran
+    rows = [stock.assign(side="stock")[["method", "round", "side", "tokens_per_s", "peak_allocated_gib"]]
+            .rename(columns={"peak_allocated_gib": "peak_gib"})]  # fmt: skip
+    for table_path in sorted((out / "results").glob("ab_*_r*/table.csv")):
+        side, rnd = table_path.parent.name[len("ab_"):].rsplit("_r", 1)
+        table = pd.read_csv(table_path)
+        rows.append(pd.DataFrame({"method": table.method, "round": int(rnd), "side": side,
+                                  "tokens_per_s": table.tokens_per_s, "peak_gib": table.gpu_allocated_gib_peak}))
+    runs = pd.concat(rows, ignore_index=True)
+    print(f"## Alternated fresh processes (workload A)\n\n{runs.sort_values(['method', 'round', 'side']).to_string(index=False)}\n")
+    means = runs.groupby(["method", "side"]).tokens_per_s.agg(["mean", "min", "max", "count"])
+    means["spread_pct"] = 100 * (means["max"] - means["min"]) / means["mean"]
+    stock_mean = means.xs("stock", level="side")["mean"]
+    means["x_stock"] = means["mean"] / stock_mean.reindex(means.index.get_level_values("method")).to_numpy()
+    print(f"mean per side (x_stock: mean over rounds / stock's mean; spread: max-min over rounds)\n\n{means.to_string()}\n")
 
 
 if __name__ == "__main__":
