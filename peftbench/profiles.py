@@ -38,8 +38,8 @@ def bf16_adapters(cfg: DictConfig, method_cfg: dict[str, Any]) -> bool:
 
 
 def trl_step_metrics(cfg: DictConfig) -> bool:
-    """Whether TRL logs entropy and token accuracy every step (peftbench.trainer says what they cost). unsloth's
-    patched trainer keeps TRL's compute_loss as it is."""
+    """Whether training runs TRL's step as it is: its entropy/token-accuracy logs and its fused head's gathering of
+    labelled positions, each a host read (peftbench.trainer). unsloth's patched trainer keeps TRL's compute_loss."""
     profile = cfg.get("profile") or {}
     return bool(profile.get("trl_step_metrics", True)) or engines.name(cfg) == "unsloth"
 
