@@ -53,6 +53,7 @@ RULES: list[Rule] = [
     ("data.max_train_samples", lambda v: _int(v) and v > 0, "a positive integer, or null for all rows"),
     ("data.max_eval_samples", lambda v: _int(v) and v >= 0, "an integer >= 0, or null for all rows"),
     ("run.profile_steps", lambda v: _int(v) and v >= 0, "an integer >= 0 (steps to profile; 0 = off)"),
+    ("run.memory_trace_steps", lambda v: _int(v) and v >= 0, "an integer >= 0 (steps to trace; 0 = off)"),
     ("run.warmup_steps", lambda v: _int(v) and v >= 0, "an integer >= 0 (optimizer steps left out of throughput)"),
     ("model.init", lambda v: v in ("pretrained", "random"), "`pretrained` or `random`"),
     ("model.dtype", lambda v: v in DTYPES, "one of " + ", ".join(DTYPES)),
@@ -61,6 +62,7 @@ RULES: list[Rule] = [
     ("run.force", lambda v: isinstance(v, bool), "true or false"),
     ("run.save_adapter", lambda v: isinstance(v, bool), "true or false"),
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
+    ("profile.compile_blocks", lambda v: isinstance(v, bool), "true or false"),
 ]  # fmt: skip
 
 

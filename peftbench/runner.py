@@ -154,6 +154,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
             model = get_peft_model(model, peft_config, autocast_adapter_dtype=not bf16_adapters)
     choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
     record.update(profile_info)
+    record["compiled_blocks"] = profiles.compile_blocks(cfg, model)
     args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
     if not unsloth:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(memory.predict(model.config, method_cfg, seq_len, args.per_device_train_batch_size,
@@ -168,13 +169,15 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     )
     record["trl_step_metrics"] = profiles.trl_step_metrics(cfg)
     record["profiled_steps"] = int(cfg.run.get("profile_steps") or 0)  # profiled steps are slower: not for tokens/s
+    record["memory_traced_steps"] = int(cfg.run.get("memory_trace_steps") or 0)  # slower too
     trainer = sft_trainer_class(record["trl_step_metrics"])(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        callbacks=[callback, *profiler_callbacks(record["profiled_steps"], int(cfg.run.warmup_steps), run_dir)],
+        callbacks=[callback, *profiler_callbacks(record["profiled_steps"], int(cfg.run.warmup_steps), run_dir,
+                                                 record["memory_traced_steps"])],
         optimizers=(optimizer, None),
     )
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
@@ -197,13 +200,14 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def profiler_callbacks(steps: int, warmup_steps: int, run_dir: Path) -> list:
-    """run.profile_steps=N: torch.profiler over the N steps after the warm-up, into <point>/profile/."""
-    if not steps:
-        return []
-    from peftbench.profiling import StepProfiler
+def profiler_callbacks(steps: int, warmup_steps: int, run_dir: Path, memory_trace_steps: int = 0) -> list:
+    """run.profile_steps=N: torch.profiler over the N steps after the warm-up; run.memory_trace_steps=N: what is
+    allocated at the peak of the first N steps. Both into <point>/profile/."""
+    from peftbench.profiling import PeakMemoryTrace, StepProfiler
 
-    return [StepProfiler(run_dir / "profile", start=warmup_steps, count=steps)]
+    return ([StepProfiler(run_dir / "profile", start=warmup_steps, count=steps)] if steps else []) + (
+        [PeakMemoryTrace(run_dir / "profile", memory_trace_steps)] if memory_trace_steps else []
+    )
 
 
 def failure_status(exc: BaseException) -> str:

@@ -5,12 +5,13 @@
 # baseline's tables (OUTDIR/stock_*.csv) into OUTDIR. Every command is echoed into OUTDIR/commands.txt.
 #
 #   scripts/gpu_benchmark.sh OUTDIR [SECTION...]      (default: all sections, in order)
-# Sections: env a_stock a_default a_each ab profile a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
+# Sections: env a_stock a_default a_each ab profile memory_trace a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
 # FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora), OVERHEAD_STEPS (default STEPS),
 # OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS (default none,peftbench; see stock_baseline.py --arms),
-# AB_METHODS (default lora), AB_PROFILES (default "default fast"), AB_ROUNDS (default 2).
+# AB_METHODS (default lora), AB_PROFILES (default "default fast"; a side may be LABEL=PROFILE,OVERRIDE,...),
+# AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
@@ -60,9 +61,13 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
           for side in "${sides[@]}"; do
             if [ "$side" = stock ]; then
               run ab python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --out "$out/stock_ab.csv"
-            else  # one results folder per round and profile: a point already in a folder would not train again
-              run ab "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" profile="$side" run.name=ab \
-                  "run.results_dir=$out/results/ab_${side}_r$r" train.max_steps="$steps" "hydra.run.dir=$out/hydra/ab_${side}_${m}_r$r"
+            else  # a side is PROFILE, or LABEL=PROFILE,OVERRIDE,... (e.g. fastc=fast,profile.compile_blocks=true)
+              label=${side%%=*} spec=${side#*=} extra=()
+              if [[ $spec == *,* ]]; then IFS=, read -ra extra <<< "${spec#*,}"; fi
+              # one results folder per round and side: a point already in a folder would not train again
+              run ab "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" profile="${spec%%,*}" "${extra[@]}" \
+                  run.name=ab "run.results_dir=$out/results/ab_${label}_r$r" train.max_steps="$steps" \
+                  "hydra.run.dir=$out/hydra/ab_${label}_${m}_r$r"
             fi
           done
         done
@@ -73,6 +78,13 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
             --profile-dir "$out/profile/stock_$m" --out "$out/stock_profile.csv"
         run profile "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=profile train.max_steps=6 \
             run.profile_steps=2 "run.results_dir=$out/results/profile" "hydra.run.dir=$out/hydra/profile_$m"
+      done ;;
+    memory_trace)  # what is allocated at the training's peak, by allocation site, stock and peftbench (diagnosis)
+      for m in ${MEMTRACE_METHODS:-dora}; do
+        run memory_trace python3 scripts/stock_baseline.py --method "$m" --config $config --steps 4 --memory-trace-steps 3 \
+            --profile-dir "$out/profile/stock_$m" --out "$out/stock_memory_trace.csv"
+        run memory_trace "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=memory_trace train.max_steps=4 \
+            run.memory_trace_steps=3 "run.results_dir=$out/results/memory_trace" "hydra.run.dir=$out/hydra/memory_trace_$m"
       done ;;
     a_fast)
       fast=${FAST_METHODS:-$methods}

@@ -176,6 +176,10 @@ def train_once(args, extra_callbacks=()) -> dict:
         from peftbench.profiling import StepProfiler
 
         extra_callbacks = [*extra_callbacks, StepProfiler(args.profile_dir, args.warmup, args.profile_steps)]
+    if args.memory_trace_steps:  # diagnosis only: what is allocated at the peak, by site
+        from peftbench.profiling import PeakMemoryTrace
+
+        extra_callbacks = [*extra_callbacks, PeakMemoryTrace(args.profile_dir, args.memory_trace_steps)]
     targs = TrainingArguments(
         output_dir=f"/tmp/stock-{args.method}", max_steps=args.steps, per_device_train_batch_size=args.batch,
         learning_rate=LEARNING_RATES[args.method], lr_scheduler_type="constant_with_warmup", warmup_steps=2,
@@ -244,6 +248,8 @@ def main() -> None:
     ap.add_argument("--callback-overhead", action="store_true",
                     help="train without and with PeftBenchCallback, interleaved, in this process; report both rates")
     ap.add_argument("--profile-steps", type=int, default=0, help="torch.profiler over N steps after the warm-up")
+    ap.add_argument("--memory-trace-steps", type=int, default=0,
+                    help="what is allocated at the peak of the first N steps, by site (into --profile-dir)")
     ap.add_argument("--profile-dir", default="profile", help="--profile-steps: folder for the trace and op tables")
     ap.add_argument("--repeats", type=int, default=3, help="--callback-overhead: trainings per arm")
     ap.add_argument("--arms", default="none,peftbench",
