@@ -5,9 +5,9 @@
 #
 # ENGINES=1 builds the engines bundle (issue 9) instead: the same plus unsloth + unsloth_zoo + cut_cross_entropy, with
 # the versions unsloth 2026.10.9 pins (trl 1.15.0, datasets 4.x), so every engine of one sweep runs on one stack.
-# Two wheels are repacked to fit the device call's 64 MiB: bitsandbytes keeps only the CUDA build torch uses there
-# (BNB_CUDA, default 130 = torch 2.11.0+cu130; its other CUDA/ROCm/XPU builds are ~40 MB), and unsloth loses its
-# `studio/` web app and `unsloth_cli/` (26 MB; training never imports them).
+# Two wheels are repacked to fit the device call's 64 MiB beside the repo: bitsandbytes (both bundles) keeps only the
+# CUDA build torch uses there (BNB_CUDA, default 130 = torch 2.11.0+cu130; its other CUDA/ROCm/XPU builds are ~40 MB),
+# and unsloth (engines bundle) loses its `studio/` web app and `unsloth_cli/` (26 MB; training never imports them).
 set -euo pipefail
 dest=${1:?usage: build_gpu_bundle.sh DIR}
 mkdir -p "$dest"
@@ -27,9 +27,8 @@ fi
     -d "$dest" "${wheels[@]}"
 # antlr4-python3-runtime 4.9.3 (omegaconf's pin) is published as a source archive only: build its pure-Python wheel.
 "$py" -m pip wheel -q --no-deps -w "$dest" antlr4-python3-runtime==4.9.3
-if [[ ${ENGINES:-0} == 1 ]]; then
-  # Drop files from a wheel and their RECORD lines (zipfile: a wheel is a zip; pip installs what RECORD lists).
-  "$py" - "$dest" "${BNB_CUDA:-130}" <<'EOF'
+# Drop files from a wheel and their RECORD lines (zipfile: a wheel is a zip; pip installs what RECORD lists).
+"$py" - "$dest" "${BNB_CUDA:-130}" <<'EOF'
 import re, sys, zipfile
 from pathlib import Path
 dest, cuda = Path(sys.argv[1]), sys.argv[2]
@@ -55,6 +54,5 @@ for wheel in sorted(dest.glob("*.whl")):
     tmp.replace(wheel)
     print(f"repacked {wheel.name}: {before / 1e6:.1f} MB -> {wheel.stat().st_size / 1e6:.1f} MB")
 EOF
-fi
 ls -l "$dest"
 du -sh "$dest"
