@@ -62,7 +62,6 @@ RULES: list[Rule] = [
     ("run.force", lambda v: isinstance(v, bool), "true or false"),
     ("run.save_adapter", lambda v: isinstance(v, bool), "true or false"),
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
-    ("profile.compile_blocks", lambda v: isinstance(v, bool), "true or false"),
 ]  # fmt: skip
 
 

@@ -44,28 +44,6 @@ def trl_step_metrics(cfg: DictConfig) -> bool:
     return bool(profile.get("trl_step_metrics", True)) or engines.name(cfg) == "unsloth"
 
 
-def compile_blocks(cfg: DictConfig, model: Any) -> int:
-    """profile.compile_blocks: `torch.compile` each repeated block (the decoder layers) in place, PyTorch's regional
-    compilation: one compilation serves every layer, and Inductor fuses the small elementwise kernels around each
-    matmul (LoRA's scale-and-add, norms, activations). Returns how many blocks were compiled (0 when off)."""
-    profile = cfg.get("profile") or {}
-    if not profile.get("compile_blocks") or engines.name(cfg) == "unsloth":  # unsloth compiles its own kernels
-        return 0
-    import torch
-
-    block_names = set(getattr(model, "_no_split_modules", None) or [])  # transformers' name for the repeated block
-    blocks = [m for m in model.modules() if type(m).__name__ in block_names]
-    if not blocks:
-        raise ProfileError(
-            f"profile.compile_blocks=true: {type(model).__name__} names no repeated block (`_no_split_modules`), so "
-            f"there is nothing to compile region by region. Set profile.compile_blocks=false."
-        )
-    torch._dynamo.reset()  # an earlier point of this process compiled other blocks: start from a clean cache
-    for block in blocks:
-        block.compile()
-    return len(blocks)
-
-
 def gpu_memory_gib() -> float | None:
     import torch
 

@@ -67,12 +67,13 @@ class StepProfiler(TrainerCallback):
 
 
 class PeakMemoryTrace(TrainerCallback):
-    """What is allocated at a training's peak, and where it was allocated: the CUDA caching allocator's history from
-    the start of training to the end of step `steps`, replayed to the moment its allocated total was largest.
+    """What is allocated at a training's peak: the CUDA caching allocator's history from the start of training to the
+    end of step `steps`, replayed to the moment its allocated total was largest.
 
     Writes `memory_peak.json`: the peak, what was already allocated when training began, and the blocks alive at the
-    peak grouped by the innermost Python frame outside torch that asked for them (blocks allocated by the autograd
-    engine's thread have no Python frame and are grouped by size). Diagnosis only: recording slows the steps."""
+    peak grouped by size (two jobs whose peaks differ show the difference as a size with a different count). No stack
+    traces: recording Python frames fails inside the autograd engine's recomputation (torch 2.11, H100 run 14).
+    Diagnosis only."""
 
     MAX_EVENTS = 1_000_000  # the allocator keeps the last N events; a history that filled it has lost its start
 
@@ -84,7 +85,7 @@ class PeakMemoryTrace(TrainerCallback):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
             self.baseline = torch.cuda.memory_allocated()
-            torch.cuda.memory._record_memory_history(max_entries=self.MAX_EVENTS, stacks="python")
+            torch.cuda.memory._record_memory_history(context=None, max_entries=self.MAX_EVENTS)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.baseline is None or state.global_step < self.steps:
@@ -101,17 +102,8 @@ class PeakMemoryTrace(TrainerCallback):
         self.baseline = None
 
 
-def allocation_site(frames: list[dict]) -> str:
-    """The innermost frame outside torch itself, as `file:line (function)`: the code that asked for the block."""
-    for frame in frames:
-        name = frame.get("filename", "")
-        if "/torch/" not in name and not name.startswith("<"):
-            return f"{'/'.join(name.split('/')[-2:])}:{frame.get('line')} ({frame.get('name')})"
-    return "(no Python frame: autograd engine)"
-
-
 def peak_composition(events: list[dict], baseline: int) -> dict:
-    """Replays allocator events from an allocated total of `baseline`: the peak, and the blocks alive at it by site."""
+    """Replays allocator events from an allocated total of `baseline`: the peak, and the blocks alive at it by size."""
     total = peak = baseline
     peak_index = -1
     for i, event in enumerate(events):
@@ -121,25 +113,20 @@ def peak_composition(events: list[dict], baseline: int) -> dict:
             total -= event["size"]
         if total > peak:
             peak, peak_index = total, i
-    live: dict[int, dict] = {}
+    live: dict[int, int] = {}
     for event in events[: peak_index + 1]:
         if event["action"] == "alloc":
-            live[event["addr"]] = event
+            live[event["addr"]] = event["size"]
         elif event["action"] == "free_requested":
             live.pop(event["addr"], None)
-    sites: dict[str, dict] = {}
-    for event in live.values():
-        site = allocation_site(event.get("frames") or [])
-        if site.startswith("(no Python"):
-            site += f" {event['size']} B"
-        entry = sites.setdefault(site, {"bytes": 0, "blocks": 0})
-        entry["bytes"] += event["size"]
-        entry["blocks"] += 1
-    traced = sum(entry["bytes"] for entry in sites.values())
+    sizes: dict[int, int] = {}
+    for size in live.values():
+        sizes[size] = sizes.get(size, 0) + 1
     return {
         "peak_allocated": peak,
         "allocated_at_train_begin": baseline,
-        "at_peak_from_before_training": peak - traced,
-        "at_peak_by_site": dict(sorted(sites.items(), key=lambda kv: -kv[1]["bytes"])),
+        "at_peak_from_before_training": peak - sum(live.values()),
+        "at_peak_blocks_by_size": {str(size): count for size, count in sorted(sizes.items(), reverse=True)},
+        "peak_event_index": peak_index,
         "events": len(events),
     }

@@ -154,7 +154,6 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
             model = get_peft_model(model, peft_config, autocast_adapter_dtype=not bf16_adapters)
     choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
     record.update(profile_info)
-    record["compiled_blocks"] = profiles.compile_blocks(cfg, model)
     args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
     if not unsloth:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(memory.predict(model.config, method_cfg, seq_len, args.per_device_train_batch_size,

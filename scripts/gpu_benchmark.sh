@@ -8,7 +8,7 @@
 # Sections: env a_stock a_default a_each ab profile memory_trace a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
-# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora), OVERHEAD_STEPS (default STEPS),
+# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora; METHOD:PROFILE picks peftbench's profile), OVERHEAD_STEPS (default STEPS),
 # OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS (default none,peftbench; see stock_baseline.py --arms),
 # AB_METHODS (default lora), AB_PROFILES (default "default fast"; a side may be LABEL=PROFILE,OVERRIDE,...),
 # AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora).
@@ -61,7 +61,7 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
           for side in "${sides[@]}"; do
             if [ "$side" = stock ]; then
               run ab python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --out "$out/stock_ab.csv"
-            else  # a side is PROFILE, or LABEL=PROFILE,OVERRIDE,... (e.g. fastc=fast,profile.compile_blocks=true)
+            else  # a side is PROFILE, or LABEL=PROFILE,OVERRIDE,... (e.g. fastnl=fast,profile.use_liger_kernel=false)
               label=${side%%=*} spec=${side#*=} extra=()
               if [[ $spec == *,* ]]; then IFS=, read -ra extra <<< "${spec#*,}"; fi
               # one results folder per round and side: a point already in a folder would not train again
@@ -73,11 +73,13 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
         done
       done ;;
     profile)  # torch.profiler over 2 steady-state steps of stock and of peftbench (diagnosis; not for tokens/s)
-      for m in ${PROFILE_METHODS:-lora}; do
+      for point in ${PROFILE_METHODS:-lora}; do  # METHOD, or METHOD:PROFILE for peftbench's side (default: default)
+        m=${point%%:*} p=default
+        if [[ $point == *:* ]]; then p=${point#*:}; fi
         run profile python3 scripts/stock_baseline.py --method "$m" --config $config --steps 6 --profile-steps 2 \
             --profile-dir "$out/profile/stock_$m" --out "$out/stock_profile.csv"
-        run profile "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=profile train.max_steps=6 \
-            run.profile_steps=2 "run.results_dir=$out/results/profile" "hydra.run.dir=$out/hydra/profile_$m"
+        run profile "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" profile="$p" run.name=profile \
+            train.max_steps=6 run.profile_steps=2 "run.results_dir=$out/results/profile_$p" "hydra.run.dir=$out/hydra/profile_${m}_$p"
       done ;;
     memory_trace)  # what is allocated at the training's peak, by allocation site, stock and peftbench (diagnosis)
       for m in ${MEMTRACE_METHODS:-dora}; do

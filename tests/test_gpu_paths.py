@@ -90,39 +90,3 @@ def test_fast_profile_turns_checkpointing_off_only_when_the_prediction_fits(tiny
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e-6)
     assert profiles.choose(cfg, {"name": "lora"}, config)[0]["gradient_checkpointing"] is True
 
-
-def test_compile_blocks_compiles_each_decoder_layer_in_place_with_the_same_loss_and_gradients():
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    config = models.load_config(TINY_MODEL)
-
-    def lora_model():
-        torch.manual_seed(0)
-        base = AutoModelForCausalLM.from_config(config)
-        return get_peft_model(base, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
-
-    compiled, eager = lora_model(), lora_model()
-    on = OmegaConf.create({"profile": {"compile_blocks": True}, "engine": {"name": "peft"}})
-    off = OmegaConf.create({"profile": {"compile_blocks": False}, "engine": {"name": "peft"}})
-    assert profiles.compile_blocks(off, eager) == 0
-    assert profiles.compile_blocks(on, compiled) == config.num_hidden_layers
-    layers = compiled.get_base_model().model.layers
-    assert all(layer._compiled_call_impl is not None for layer in layers)  # in place: same modules, same state dict keys
-    assert list(compiled.state_dict()) == list(eager.state_dict())
-    ids = torch.randint(0, config.vocab_size, (2, 16), generator=torch.Generator().manual_seed(0))
-    losses = []
-    for model in (compiled, eager):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        losses.append(loss)
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-5)
-    grads = [[p.grad for p in m.parameters() if p.requires_grad] for m in (compiled, eager)]
-    for got, want in zip(*grads):
-        torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-5)
-
-
-def test_compile_blocks_on_a_model_without_repeated_blocks_names_the_fix():
-    on = OmegaConf.create({"profile": {"compile_blocks": True}, "engine": {"name": "peft"}})
-    with pytest.raises(profiles.ProfileError, match="profile.compile_blocks=false"):
-        profiles.compile_blocks(on, torch.nn.Linear(2, 2))
