@@ -58,6 +58,7 @@ class PeftBenchCallback(TrainerCallback):
         self.step_times: list[float] = []  # from one step's end to the next's: the gap between steps is part of a step
         self.allocated: list[float] = []
         self.reserved: list[float] = []
+        self.requested: list[float] = []
         self.nvml: list[float] = []
         self.rss: list[float] = []
         self.loss_curve: list[list[float]] = []
@@ -97,9 +98,10 @@ class PeftBenchCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         self.clock.mark()
         if self.cuda:
-            allocated, reserved = metrics.cuda_memory_gib()
+            allocated, reserved, requested = metrics.cuda_memory_gib()
             self.allocated.append(allocated)
             self.reserved.append(reserved)
+            self.requested.append(requested)
             torch.cuda.reset_peak_memory_stats()
             used = metrics.nvml_used_gib()
             if used is not None:
@@ -140,6 +142,7 @@ class PeftBenchCallback(TrainerCallback):
             "device": torch.cuda.current_device() if cuda else "cpu",
             "allocated": self.allocated,
             "reserved": self.reserved,
+            "requested": self.requested,
             "nvml": self.nvml,
             "rss": self.rss,
         }
@@ -154,6 +157,7 @@ class PeftBenchCallback(TrainerCallback):
         # Headline memory columns: the worst rank at each step (a single process: its own series).
         out.update(metrics.summarize(metrics.stepwise_max([r["allocated"] for r in ranks]), "gpu_allocated_gib"))
         out.update(metrics.summarize(metrics.stepwise_max([r["reserved"] for r in ranks]), "gpu_reserved_gib"))
+        out["gpu_requested_gib_peak"] = max((max(r["requested"]) for r in ranks if r.get("requested")), default=None)
         out["gpu_nvml_used_gib_peak"] = max((max(r["nvml"]) for r in ranks if r["nvml"]), default=None)
         out["rss_gib_peak"] = max((max(r["rss"]) for r in ranks if r["rss"]), default=None)
         if len(ranks) > 1:

@@ -102,6 +102,7 @@ def rank_peaks(series: dict[str, Any]) -> dict[str, Any]:
         "device": series["device"],
         "gpu_allocated_gib_peak": max(series["allocated"], default=None),
         "gpu_reserved_gib_peak": max(series["reserved"], default=None),
+        "gpu_requested_gib_peak": max(series.get("requested", []), default=None),
         "gpu_nvml_used_gib_peak": max(series["nvml"], default=None),
         "rss_gib_peak": max(series["rss"], default=None),
     }
@@ -144,9 +145,12 @@ def gpu_name() -> str | None:
     return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
-def cuda_memory_gib() -> tuple[float, float]:
-    """(peak allocated, peak reserved) since the last reset, in GiB."""
-    return torch.cuda.max_memory_allocated() / GIB, torch.cuda.max_memory_reserved() / GIB
+def cuda_memory_gib() -> tuple[float, float, float]:
+    """(peak allocated, peak reserved, peak requested) since the last reset, in GiB. Allocated counts the caching
+    allocator's blocks, whose sizes depend on what it had cached (a reused block is not split below 1 MiB of
+    remainder); requested counts the bytes the tensors asked for, the same for the same tensors in any process."""
+    stats = torch.cuda.memory.memory_stats_as_nested_dict()
+    return tuple(stats[key]["all"]["peak"] / GIB for key in ("allocated_bytes", "reserved_bytes", "requested_bytes"))
 
 
 def nvml_used_gib() -> float | None:

@@ -67,13 +67,14 @@ class StepProfiler(TrainerCallback):
 
 
 class PeakMemoryTrace(TrainerCallback):
-    """What is allocated at a training's peak: the CUDA caching allocator's history from the start of training to the
-    end of step `steps`, replayed to the moment its allocated total was largest.
+    """Which tensors are alive at a training's peak: the CUDA caching allocator's history from the start of training
+    to the end of step `steps`, replayed to the moment the bytes its tensors requested were largest.
 
-    Writes `memory_peak.json`: the peak, what was already allocated when training began, and the blocks alive at the
-    peak grouped by size (two jobs whose peaks differ show the difference as a size with a different count). No stack
-    traces: recording Python frames fails inside the autograd engine's recomputation (torch 2.11, H100 run 14).
-    Diagnosis only."""
+    The history records requested bytes (what each tensor asked for), not the allocator's block sizes, so the replay
+    compares the tensors of two jobs whatever each allocator had cached. Writes `memory_peak.json`: the peak, what was
+    already requested when training began, and the tensors alive at the peak grouped by requested size (two jobs
+    whose peaks differ show the difference as a size with a different count). No stack traces: recording Python frames
+    fails inside the autograd engine's recomputation (torch 2.11, H100 run 14). Diagnosis only."""
 
     MAX_EVENTS = 1_000_000  # the allocator keeps the last N events; a history that filled it has lost its start
 
@@ -84,7 +85,7 @@ class PeakMemoryTrace(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-            self.baseline = torch.cuda.memory_allocated()
+            self.baseline = torch.cuda.memory.memory_stats_as_nested_dict()["requested_bytes"]["all"]["current"]
             torch.cuda.memory._record_memory_history(context=None, max_entries=self.MAX_EVENTS)
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -95,15 +96,15 @@ class PeakMemoryTrace(TrainerCallback):
         torch.cuda.memory._record_memory_history(enabled=None)
         events = snapshot["device_traces"][torch.cuda.current_device()]
         summary = peak_composition(events, self.baseline)
-        summary.update(steps=state.global_step, max_memory_allocated=torch.cuda.max_memory_allocated(),
-                       history_complete=len(events) < self.MAX_EVENTS)
+        summary.update(steps=state.global_step, history_complete=len(events) < self.MAX_EVENTS)
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / "memory_peak.json").write_text(json.dumps(summary, indent=1))
         self.baseline = None
 
 
 def peak_composition(events: list[dict], baseline: int) -> dict:
-    """Replays allocator events from an allocated total of `baseline`: the peak, and the blocks alive at it by size."""
+    """Replays allocator events (requested bytes) from a total of `baseline`: the peak, and the tensors alive at it
+    by size."""
     total = peak = baseline
     peak_index = -1
     for i, event in enumerate(events):
@@ -123,10 +124,10 @@ def peak_composition(events: list[dict], baseline: int) -> dict:
     for size in live.values():
         sizes[size] = sizes.get(size, 0) + 1
     return {
-        "peak_allocated": peak,
-        "allocated_at_train_begin": baseline,
+        "peak_requested_bytes": peak,
+        "requested_at_train_begin": baseline,
         "at_peak_from_before_training": peak - sum(live.values()),
-        "at_peak_blocks_by_size": {str(size): count for size, count in sorted(sizes.items(), reverse=True)},
+        "at_peak_tensors_by_size": {str(size): count for size, count in sorted(sizes.items(), reverse=True)},
         "peak_event_index": peak_index,
         "events": len(events),
     }

@@ -83,10 +83,10 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
       done ;;
     memory_trace)  # what is allocated at the training's peak, by allocation site, stock and peftbench (diagnosis)
       for m in ${MEMTRACE_METHODS:-dora}; do
-        run memory_trace python3 scripts/stock_baseline.py --method "$m" --config $config --steps 4 --memory-trace-steps 3 \
+        run memory_trace python3 scripts/stock_baseline.py --method "$m" --config $config --steps 6 --memory-trace-steps 6 \
             --profile-dir "$out/profile/stock_$m" --out "$out/stock_memory_trace.csv"
-        run memory_trace "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=memory_trace train.max_steps=4 \
-            run.memory_trace_steps=3 "run.results_dir=$out/results/memory_trace" "hydra.run.dir=$out/hydra/memory_trace_$m"
+        run memory_trace "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=memory_trace train.max_steps=6 \
+            run.memory_trace_steps=6 "run.results_dir=$out/results/memory_trace" "hydra.run.dir=$out/hydra/memory_trace_$m"
       done ;;
     a_fast)
       fast=${FAST_METHODS:-$methods}

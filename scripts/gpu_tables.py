@@ -74,15 +74,19 @@ def alternated(out: Path) -> None:
         return
     stock = pd.read_csv(stock_path)
     stock["round"] = stock.groupby("method").cumcount() + 1  # rows are appended in the order they ran
-    rows = [stock.assign(side="stock")[["method", "round", "side", "tokens_per_s", "peak_allocated_gib"]]
+    # peak_gib: the allocator's blocks (max_memory_allocated); requested_gib: the bytes the tensors asked for
+    stock["requested_gib"] = stock.get("peak_requested_gib")
+    rows = [stock.assign(side="stock")[["method", "round", "side", "tokens_per_s", "peak_allocated_gib", "requested_gib"]]
             .rename(columns={"peak_allocated_gib": "peak_gib"})]  # fmt: skip
     for table_path in sorted((out / "results").glob("ab_*_r*/table.csv")):
         side, rnd = table_path.parent.name[len("ab_"):].rsplit("_r", 1)
         table = pd.read_csv(table_path)
         rows.append(pd.DataFrame({"method": table.method, "round": int(rnd), "side": side,
-                                  "tokens_per_s": table.tokens_per_s, "peak_gib": table.gpu_allocated_gib_peak}))
+                                  "tokens_per_s": table.tokens_per_s, "peak_gib": table.gpu_allocated_gib_peak,
+                                  "requested_gib": table.get("gpu_requested_gib_peak")}))  # fmt: skip
     runs = pd.concat(rows, ignore_index=True)
-    print(f"## Alternated fresh processes (workload A)\n\n{runs.sort_values(['method', 'round', 'side']).to_string(index=False)}\n")
+    print(f"## Alternated fresh processes (workload A)\n\n"
+          f"{runs.sort_values(['method', 'round', 'side']).to_string(index=False, float_format='{:.6f}'.format)}\n")
     means = runs.groupby(["method", "side"]).tokens_per_s.agg(["mean", "min", "max", "count"])
     means["spread_pct"] = 100 * (means["max"] - means["min"]) / means["mean"]
     stock_mean = means.xs("stock", level="side")["mean"]

@@ -33,7 +33,7 @@ LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "ia3": 3e-3, "promp
 
 
 class StepTimer(TrainerCallback):
-    """Each step's end time and peak allocated/reserved memory. Registered last, so a callback under test runs inside
+    """Each step's end time and peak allocated/reserved/requested memory. Registered last, so a callback under test runs inside
     the timed step.
 
     Step ends are CUDA events, read after training: a synchronize at every step end would leave the GPU idle while the
@@ -44,7 +44,7 @@ class StepTimer(TrainerCallback):
 
     def __init__(self, warmup: int):
         self.warmup = warmup
-        self.events, self.ends, self.allocated, self.reserved, self.tokens = [], [], [], [], []
+        self.events, self.ends, self.allocated, self.reserved, self.requested, self.tokens = [], [], [], [], [], []
 
     def on_train_begin(self, args, state, control, **kw):
         torch.cuda.synchronize()
@@ -60,6 +60,7 @@ class StepTimer(TrainerCallback):
         self.tokens.append(state.num_input_tokens_seen)  # the Trainer's own count: attention-mask sum
         self.allocated.append(torch.cuda.max_memory_allocated() / 2**30)  # counted on the host: no need to wait
         self.reserved.append(torch.cuda.max_memory_reserved() / 2**30)
+        self.requested.append(torch.cuda.memory.memory_stats_as_nested_dict()["requested_bytes"]["all"]["peak"] / 2**30)
         torch.cuda.reset_peak_memory_stats()
 
     def on_train_end(self, args, state, control, **kw):
@@ -195,6 +196,7 @@ def train_once(args, extra_callbacks=()) -> dict:
         "method": args.method, "workload": args.workload, "seq_len": args.seq_len, "micro_batch": args.batch,
         "steps": len(timer.ends), "warmup_steps": args.warmup, **timer.rates(),
         "peak_allocated_gib": max(timer.allocated), "peak_reserved_gib": max(timer.reserved),
+        "peak_requested_gib": max(timer.requested),
         "trainable_params": trainable, "load_s": load_s, "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
     }  # fmt: skip
     del trainer, model

@@ -41,6 +41,6 @@ def test_peak_composition_replays_the_allocator_history_to_its_largest_total():
     ]
     out = peak_composition(events, baseline=10_000)
     # totals: 10512, 14608 (peak), 13584, 13584, 14096, 10000, 12048
-    assert out["peak_allocated"] == 14_608 and out["peak_event_index"] == 1
+    assert out["peak_requested_bytes"] == 14_608 and out["peak_event_index"] == 1
     assert out["at_peak_from_before_training"] == 10_000
-    assert out["at_peak_blocks_by_size"] == {"4096": 1, "512": 1}
+    assert out["at_peak_tensors_by_size"] == {"4096": 1, "512": 1}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -73,8 +74,9 @@ def test_rank_aggregation_helpers():
     assert metrics.stepwise_max([[1.0, 5.0, 2.0], [3.0, 1.0, 2.5]]) == [3.0, 5.0, 2.5]
     assert metrics.stepwise_max([[1.0, 2.0]]) == [1.0, 2.0] and metrics.stepwise_max([[], []]) == []
     peaks = metrics.rank_peaks({"rank": 1, "device": 1, "allocated": [1.0, 4.0], "reserved": [5.0], "nvml": [],
-                                "rss": [0.5]})  # fmt: skip
+                                "rss": [0.5], "requested": [3.5, 3.9]})  # fmt: skip
     assert peaks["gpu_allocated_gib_peak"] == 4.0 and peaks["gpu_nvml_used_gib_peak"] is None
+    assert peaks["gpu_requested_gib_peak"] == 3.9
     one = metrics.model_flops_utilisation(7e9, 1000.0, "NVIDIA H200")
     assert metrics.model_flops_utilisation(7e9, 2000.0, "NVIDIA H200", devices=2) == pytest.approx(one)
 
@@ -137,3 +139,12 @@ def test_two_rank_ddp_run_writes_one_aggregated_record(tmp_path, tiny_cfg):
     single = run_point(tiny_cfg("train.per_device_train_batch_size=4", f"run.results_dir={tmp_path / 'single'}"))
     assert single["world_size"] == 1 and single["strategy"] == "single"
     assert record["real_tokens"] == single["real_tokens"] > 0
+
+
+def test_cuda_memory_reads_allocated_reserved_and_requested_peaks(monkeypatch):
+    """Allocated counts the allocator's blocks; requested, the bytes the tensors asked for (kept apart on purpose)."""
+    gib = metrics.GIB
+    stats = {"allocated_bytes": {"all": {"peak": 4 * gib, "current": 1}}, "reserved_bytes": {"all": {"peak": 6 * gib}},
+             "requested_bytes": {"all": {"peak": 3 * gib}}}  # fmt: skip
+    monkeypatch.setattr(torch.cuda.memory, "memory_stats_as_nested_dict", lambda *a, **k: stats)
+    assert metrics.cuda_memory_gib() == (4.0, 6.0, 3.0)
