@@ -81,7 +81,7 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
         run profile "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" profile="$p" run.name=profile \
             train.max_steps=6 run.profile_steps=2 "run.results_dir=$out/results/profile_$p" "hydra.run.dir=$out/hydra/profile_${m}_$p"
       done ;;
-    memory_trace)  # what is allocated at the training's peak, by allocation site, stock and peftbench (diagnosis)
+    memory_trace)  # which tensors are alive at the training's peak (requested bytes, by size), stock and peftbench (diagnosis)
       for m in ${MEMTRACE_METHODS:-dora}; do
         run memory_trace python3 scripts/stock_baseline.py --method "$m" --config $config --steps 6 --memory-trace-steps 6 \
             --profile-dir "$out/profile/stock_$m" --out "$out/stock_memory_trace.csv"
