@@ -200,8 +200,8 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def profiler_callbacks(steps: int, warmup_steps: int, run_dir: Path, memory_trace_steps: int = 0) -> list:
-    """run.profile_steps=N: torch.profiler over the N steps after the warm-up; run.memory_trace_steps=N: what is
-    allocated at the peak of the first N steps. Both into <point>/profile/."""
+    """run.profile_steps=N: torch.profiler over the N steps after the warm-up; run.memory_trace_steps=N: the tensors
+    alive at the peak of the first N steps. Both into <point>/profile/."""
     from peftbench.profiling import PeakMemoryTrace, StepProfiler
 
     return ([StepProfiler(run_dir / "profile", start=warmup_steps, count=steps)] if steps else []) + (

@@ -5,10 +5,10 @@ top-1 token accuracy and a token count (three reads between the forward and the 
 gathers the labelled positions first (`hidden_states[mask]`: the count goes to the host, at the end of the forward and
 again in the backward). Each read empties the GPU's queue of launched work and leaves it idle until the host catches
 up. With the metric reads gone, a profiled 7B step on an H100 found the head's gathering to be the only
-synchronizations peftbench's step had and a plain Trainer's did not (results/h100/README.md, run 9). peftbench counts tokens and losses in its callback, so
-`profile.trl_step_metrics=false` (the shipped profiles) keeps TRL's loss, with its chunked LM head and the same value,
-without the reads: no metrics, and the head scores every position and zeroes the unlabelled ones, which is TRL's own
-path on devices without Triton. Set it to true to get TRL's step as it is.
+synchronizations peftbench's step had and a plain Trainer's did not (results/h100/README.md, run 9). peftbench counts
+tokens and losses in its callback, so `profile.trl_step_metrics=false` (the shipped profiles) keeps TRL's loss, with
+its chunked LM head and the same value, without the reads: no metrics, and the head scores every position and zeroes
+the unlabelled ones, which is TRL's own path on devices without Triton. Set it to true to get TRL's step as it is.
 """
 
 from __future__ import annotations

@@ -8,8 +8,9 @@
 # Sections: env a_stock a_default a_each ab profile memory_trace a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
-# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora; METHOD:PROFILE picks peftbench's profile), OVERHEAD_STEPS (default STEPS),
-# OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS (default none,peftbench; see stock_baseline.py --arms),
+# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora; METHOD:PROFILE picks peftbench's
+# profile), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS
+# (default none,peftbench; see stock_baseline.py --arms),
 # AB_METHODS (default lora), AB_PROFILES (default "default fast"; a side may be LABEL=PROFILE,OVERRIDE,...),
 # AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora).
 set -uo pipefail
@@ -81,7 +82,7 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
         run profile "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" profile="$p" run.name=profile \
             train.max_steps=6 run.profile_steps=2 "run.results_dir=$out/results/profile_$p" "hydra.run.dir=$out/hydra/profile_${m}_$p"
       done ;;
-    memory_trace)  # which tensors are alive at the training's peak (requested bytes, by size), stock and peftbench (diagnosis)
+    memory_trace)  # the tensors alive at the training's peak (requested bytes, by size), stock and peftbench
       for m in ${MEMTRACE_METHODS:-dora}; do
         run memory_trace python3 scripts/stock_baseline.py --method "$m" --config $config --steps 6 --memory-trace-steps 6 \
             --profile-dir "$out/profile/stock_$m" --out "$out/stock_memory_trace.csv"

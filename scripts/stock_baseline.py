@@ -33,8 +33,8 @@ LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "ia3": 3e-3, "promp
 
 
 class StepTimer(TrainerCallback):
-    """Each step's end time and peak allocated/reserved/requested memory. Registered last, so a callback under test runs inside
-    the timed step.
+    """Each step's end time and peak allocated/reserved/requested memory. Registered last, so a callback under test
+    runs inside the timed step.
 
     Step ends are CUDA events, read after training: a synchronize at every step end would leave the GPU idle while the
     host prepares the next step, and so slow the script it times (peftbench's callback times steps the same way:
@@ -58,9 +58,10 @@ class StepTimer(TrainerCallback):
         event.record()
         self.events.append(event)
         self.tokens.append(state.num_input_tokens_seen)  # the Trainer's own count: attention-mask sum
-        self.allocated.append(torch.cuda.max_memory_allocated() / 2**30)  # counted on the host: no need to wait
-        self.reserved.append(torch.cuda.max_memory_reserved() / 2**30)
-        self.requested.append(torch.cuda.memory.memory_stats_as_nested_dict()["requested_bytes"]["all"]["peak"] / 2**30)
+        stats = torch.cuda.memory.memory_stats_as_nested_dict()  # counted on the host: no need to wait
+        self.allocated.append(stats["allocated_bytes"]["all"]["peak"] / 2**30)
+        self.reserved.append(stats["reserved_bytes"]["all"]["peak"] / 2**30)
+        self.requested.append(stats["requested_bytes"]["all"]["peak"] / 2**30)
         torch.cuda.reset_peak_memory_stats()
 
     def on_train_end(self, args, state, control, **kw):
@@ -177,7 +178,7 @@ def train_once(args, extra_callbacks=()) -> dict:
         from peftbench.profiling import StepProfiler
 
         extra_callbacks = [*extra_callbacks, StepProfiler(args.profile_dir, args.warmup, args.profile_steps)]
-    if args.memory_trace_steps:  # diagnosis only: what is allocated at the peak, by site
+    if args.memory_trace_steps:  # diagnosis only: the tensors alive at the peak, by size
         from peftbench.profiling import PeakMemoryTrace
 
         extra_callbacks = [*extra_callbacks, PeakMemoryTrace(args.profile_dir, args.memory_trace_steps)]
@@ -251,7 +252,7 @@ def main() -> None:
                     help="train without and with PeftBenchCallback, interleaved, in this process; report both rates")
     ap.add_argument("--profile-steps", type=int, default=0, help="torch.profiler over N steps after the warm-up")
     ap.add_argument("--memory-trace-steps", type=int, default=0,
-                    help="what is allocated at the peak of the first N steps, by site (into --profile-dir)")
+                    help="the tensors alive at the peak of the first N steps, by size (into --profile-dir)")
     ap.add_argument("--profile-dir", default="profile", help="--profile-steps: folder for the trace and op tables")
     ap.add_argument("--repeats", type=int, default=3, help="--callback-overhead: trainings per arm")
     ap.add_argument("--arms", default="none,peftbench",

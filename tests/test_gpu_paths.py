@@ -89,4 +89,3 @@ def test_fast_profile_turns_checkpointing_off_only_when_the_prediction_fits(tiny
     assert profiles.choose(cfg, {"name": "lora"}, config)[0]["gradient_checkpointing"] is False
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e-6)
     assert profiles.choose(cfg, {"name": "lora"}, config)[0]["gradient_checkpointing"] is True
-
