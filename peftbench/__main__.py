@@ -62,7 +62,15 @@ def exit_code(statuses: list[str], environ: dict[str, str] = os.environ) -> int:
     return sweep.EXIT_FAILED if bad else sweep.EXIT_SKIPPED if skipped else 0
 
 
+SUBCOMMANDS = {"measure": "peftbench.measure"}  # `peftbench measure ...`: not a Hydra app, dispatched before it
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        import importlib
+
+        importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:])
+        return
     sys.argv += quiet_rank_overrides()
     try:
         app()

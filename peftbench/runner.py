@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from peftbench import __version__, checks, data, distributed, engines, evaluate, memory, methods, models, profiles, records
+from peftbench import __version__, checks, errors, data, distributed, engines, evaluate, memory, methods, models, profiles, records
 
 log = logging.getLogger("peftbench")
 
@@ -160,12 +160,9 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
                                      bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
                                      bf16_adapters))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
-    callback = PeftBenchCallback(
-        results_dir=None,
-        run_id=record["run_id"],
-        warmup_steps=cfg.run.warmup_steps,
-        save_adapter=False,
-    )
+    # The runner writes the record itself (with the recipe's identity), so the callback only measures.
+    callback = PeftBenchCallback(run_id=record["run_id"], warmup_steps=cfg.run.warmup_steps, write=False,
+                                 log_to_trainer=False)  # fmt: skip
     record["trl_step_metrics"] = profiles.trl_step_metrics(cfg)
     record["profiled_steps"] = int(cfg.run.get("profile_steps") or 0)  # profiled steps are slower: not for tokens/s
     record["memory_traced_steps"] = int(cfg.run.get("memory_trace_steps") or 0)  # slower too
@@ -182,6 +179,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
     trainer.train()
+    record.update(callback.record())  # first: the runner's own eval and save times below are after training
 
     if eval_set is not None:
         t1 = time.perf_counter()
@@ -193,7 +191,6 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         t2 = time.perf_counter()
         record["adapter_bytes"] = save_trained_weights(trainer.model, run_dir / "adapter")
         record["time_save_s"] = time.perf_counter() - t2
-    record.update(callback.record())
     record["mergeable"] = method.mergeable
     record.update(evaluate.evaluate_trained(cfg, trainer.model, tokenizer, method))  # after saving: merging changes it
     return record
@@ -211,23 +208,13 @@ def profiler_callbacks(steps: int, warmup_steps: int, run_dir: Path, memory_trac
 
 def failure_status(exc: BaseException) -> str:
     """`invalid` for input errors, `oom` for out-of-memory (also when wrapped by another exception), else `failed`."""
-    import torch
-
     if isinstance(exc, engines.EngineUnavailable):
         return "skipped"
     if isinstance(exc, engines.EngineChildError):
         return exc.status
     if isinstance(exc, INPUT_ERRORS):
         return "invalid"
-    seen: BaseException | None = exc
-    for _ in range(16):  # a bounded walk down the cause/context chain
-        if seen is None:
-            break
-        text = str(seen).lower()
-        if isinstance(seen, torch.OutOfMemoryError) or "out of memory" in text or "cublas_status_alloc_failed" in text:
-            return "oom"
-        seen = seen.__cause__ or seen.__context__
-    return "failed"
+    return "oom" if errors.is_out_of_memory(exc) else "failed"
 
 
 def run_point(cfg: DictConfig) -> dict[str, Any]:
