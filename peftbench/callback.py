@@ -221,6 +221,7 @@ class PeftBenchCallback(TrainerCallback):
         info["seed"] = args.seed
         info["peftbench_version"] = __version__
         info["output_dir"] = args.output_dir
+        info["run_name"] = args.run_name or Path(args.output_dir).name
         # What defines the point, in the shape the report compares variants by (peftbench's recipes have this).
         info["config"] = {"method": info["method_config"], "model": {"name_or_path": info.get("model_source")},
                           "train": self.summary["hyperparameters"]}  # fmt: skip

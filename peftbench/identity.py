@@ -90,6 +90,7 @@ def model_provenance(model: torch.nn.Module) -> dict[str, Any]:
         "model_source": source,
         "model_revision": getattr(config, "_commit_hash", None),
         "model_config_sha256": hashlib.sha256(config.to_json_string(use_diff=False).encode()).hexdigest()[:16],
+        "model_init": "pretrained" if source else "from config",  # built from a config: weights of unknown origin
     }
     if source and Path(source).is_dir() and (Path(source) / "config.json").is_file():
         info["model_folder_sha256"] = folder_sha256(Path(source))
