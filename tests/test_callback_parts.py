@@ -98,3 +98,17 @@ def test_dataset_fingerprint_of_a_list_changes_with_any_row():
 def test_the_summary_line_says_where_and_what():
     line = callback.summary_line({"status": "ok", "tokens_per_s": 12345.6, "rss_gib_peak": 1.234}, "r/x/record.json")
     assert line == "peftbench: ok -> r/x/record.json | 12,346 tok/s | RSS peak 1.23 GiB"
+
+
+def test_dataset_fingerprint_of_a_datasets_dataset_is_its_content():
+    from datasets import Dataset
+
+    def build(last: int):
+        offset = object()  # a closure datasets cannot hash: its own fingerprint is then random
+        return Dataset.from_list([{"x": i} for i in range(4)] + [{"x": last}]).map(lambda r: {"y": r["x"] + 1 + 0 * id(offset)})
+
+    a, b, c = build(9), build(9), build(8)
+    assert identity.dataset_fingerprint(a)["dataset_fingerprint"] == identity.dataset_fingerprint(b)["dataset_fingerprint"]
+    assert identity.dataset_fingerprint(a)["dataset_fingerprint"] != identity.dataset_fingerprint(c)["dataset_fingerprint"]
+    shuffled = a.shuffle(seed=0)  # an indices mapping over the same table: other rows in another order
+    assert identity.dataset_fingerprint(shuffled)["dataset_fingerprint"] != identity.dataset_fingerprint(a)["dataset_fingerprint"]
