@@ -64,6 +64,9 @@ class PeftBenchCallback(TrainerCallback):
     - `extra`: fields added to the record as they are.
     - `log_to_trainer`: add the headline figures to the Trainer's logs under `peftbench/` (so to every `report_to`).
     - `write=False`: measure only (peftbench's own runner writes the record itself).
+    - `reset_peaks`: reset CUDA's peak-memory counters at every step end, for per-step peaks (the `_mean`/`_p99`
+      columns, and an evaluation's peak apart from training's). Off by default: the reset would change what your
+      job's own `torch.cuda.max_memory_allocated()` reads; the counters are reset once, when training begins.
     """
 
     def __init__(
@@ -76,6 +79,7 @@ class PeftBenchCallback(TrainerCallback):
         overwrite: bool = False,
         log_to_trainer: bool = True,
         write: bool = True,
+        reset_peaks: bool = False,
     ) -> None:
         self.results_dir = Path(results_dir) if results_dir else None
         self.run_id = run_id
@@ -85,6 +89,7 @@ class PeftBenchCallback(TrainerCallback):
         self.overwrite = overwrite
         self.log_to_trainer = log_to_trainer
         self.write = write
+        self.reset_peaks = reset_peaks
         self.adapter_dir: Path | None = None
         self.attached = "callbacks=[...]"  # replaced by what on_init_end / on_train_begin find
         self._trainer: Any = None
@@ -248,11 +253,12 @@ class PeftBenchCallback(TrainerCallback):
         self.step_samples.append(_total(self._samples))
         self._tokens, self._samples = [], []
         if self.cuda:
-            allocated, reserved, requested = metrics.cuda_memory_gib()
+            allocated, reserved, requested = metrics.cuda_memory_gib()  # the peak since the last reset
             self.allocated.append(allocated)
             self.reserved.append(reserved)
             self.requested.append(requested)
-            torch.cuda.reset_peak_memory_stats()
+            if self.reset_peaks:
+                torch.cuda.reset_peak_memory_stats()
             used = metrics.nvml_used_gib()
             if used is not None:
                 self.nvml.append(used)
@@ -267,7 +273,7 @@ class PeftBenchCallback(TrainerCallback):
         if self.clock is None or self._finished:
             return
         self._mark(kind)
-        if self.cuda and kind in ("eval", "save"):  # an evaluation's memory is not a training step's
+        if self.cuda and self.reset_peaks and kind in ("eval", "save"):  # an evaluation's is not a training step's
             self.pause_allocated.append(metrics.cuda_memory_gib()[0])
             torch.cuda.reset_peak_memory_stats()
 
@@ -403,6 +409,10 @@ class PeftBenchCallback(TrainerCallback):
         # Headline memory columns: the worst rank at each step (a single process: its own series).
         out.update(metrics.summarize(metrics.stepwise_max([r["allocated"] for r in ranks]), "gpu_allocated_gib"))
         out.update(metrics.summarize(metrics.stepwise_max([r["reserved"] for r in ranks]), "gpu_reserved_gib"))
+        out["gpu_peak_scope"] = ("per step" if self.reset_peaks else "since training began") if self.cuda else None
+        if not self.reset_peaks:  # a running peak: its mean and p99 over steps would mean nothing
+            for key in ("gpu_allocated_gib_mean", "gpu_allocated_gib_p99", "gpu_reserved_gib_mean", "gpu_reserved_gib_p99"):
+                out[key] = None
         out["gpu_requested_gib_peak"] = max((max(r["requested"]) for r in ranks if r.get("requested")), default=None)
         out["gpu_nvml_used_gib_peak"] = max((max(r["nvml"]) for r in ranks if r["nvml"]), default=None)
         out["gpu_allocated_gib_peak_eval"] = max(self.pause_allocated, default=None)

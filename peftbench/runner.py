@@ -162,7 +162,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     # The runner writes the record itself (with the recipe's identity), so the callback only measures.
     callback = PeftBenchCallback(run_id=record["run_id"], warmup_steps=cfg.run.warmup_steps, write=False,
-                                 log_to_trainer=False)  # fmt: skip
+                                 log_to_trainer=False, reset_peaks=True)  # fmt: skip
     record["trl_step_metrics"] = profiles.trl_step_metrics(cfg)
     record["profiled_steps"] = int(cfg.run.get("profile_steps") or 0)  # profiled steps are slower: not for tokens/s
     record["memory_traced_steps"] = int(cfg.run.get("memory_trace_steps") or 0)  # slower too
