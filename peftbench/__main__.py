@@ -30,7 +30,11 @@ from peftbench.paths import recipes_dir
 def app(cfg: DictConfig) -> str:
     from peftbench.runner import run_point
 
-    status = run_point(cfg)["status"]
+    try:
+        status = run_point(cfg)["status"]
+    except BaseException:  # a point that ran and broke outside its own error handling is a failure, not a refusal
+        sweep.STATUSES.append("failed")
+        raise
     sweep.STATUSES.append(status)
     return status
 
