@@ -66,7 +66,41 @@ def exit_code(statuses: list[str], environ: dict[str, str] = os.environ) -> int:
     return sweep.EXIT_FAILED if bad else sweep.EXIT_SKIPPED if skipped else 0
 
 
+# hydra/launcher options -> (the plugin module they need, its pip package). Both are in peftbench's `sweep` extra.
+LAUNCHER_PLUGINS = {
+    "local_gpus": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "slurm_gpus": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+}
+
+
+def launcher_problem(argv: list[str]) -> str | None:
+    """A `hydra/launcher=X` whose plugin is not installed, named with the extra to install (Hydra itself says only
+    that it could not find `hydra/launcher/joblib` in the search path)."""
+    import importlib.util
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key != "hydra/launcher" or value not in LAUNCHER_PLUGINS:
+            continue
+        module, package = LAUNCHER_PLUGINS[value]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            return (f"hydra/launcher={value}: needs the Hydra launcher plugin {package}, which is not installed. "
+                    f'Install the extra: pip install "peftbench[sweep]" (or pip install {package}).')
+    return None
+
+
 def main() -> None:
+    problem = launcher_problem(sys.argv[1:])
+    if problem:
+        print(f"peftbench: {problem}", file=sys.stderr, flush=True)
+        sys.exit(sweep.EXIT_REFUSED)
     sys.argv += quiet_rank_overrides()
     try:
         app()
