@@ -96,8 +96,34 @@ def launcher_problem(argv: list[str]) -> str | None:
     return None
 
 
+FLAGS_WITH_VALUE = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--cfg", "-c",
+                    "--package", "-p", "--experimental-rerun", "--info", "-i")  # fmt: skip
+
+
+def override_problem(argv: list[str]) -> str | None:
+    """An override Hydra's grammar cannot parse, named with the quoting that works. Hydra's own message
+    ("mismatched input '{' expecting <EOF>") names neither the override nor the fix."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    skip = False
+    for arg in argv:
+        if skip or arg.startswith("-"):
+            skip = arg in FLAGS_WITH_VALUE and arg not in ("--info", "-i")
+            continue
+        try:
+            parser.parse_override(arg)
+        except Exception as exc:  # noqa: BLE001 - Hydra's grammar raises HydraException / OverrideParseException
+            key = arg.partition("=")[0].lstrip("+~")
+            return (f"{key}: Hydra cannot parse the override `{arg}` ({str(exc).splitlines()[0]}). A value with "
+                    f"braces, colons, commas or spaces needs Hydra's own quotes inside the shell's: "
+                    f"'{key}=\"Question: {{question}} Answer:\"'; for a newline in it use bash's $'...': "
+                    f"$'{key}=\"Question: {{question}}\\nAnswer:\"'. Or put it in a YAML file.")
+    return None
+
+
 def main() -> None:
-    problem = launcher_problem(sys.argv[1:])
+    problem = launcher_problem(sys.argv[1:]) or override_problem(sys.argv[1:])
     if problem:
         print(f"peftbench: {problem}", file=sys.stderr, flush=True)
         sys.exit(sweep.EXIT_REFUSED)

@@ -64,6 +64,7 @@ RULES: list[Rule] = [
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
     ("data.max_length_policy", lambda v: v in ("error", "warn", "drop"), "`error`, `warn` or `drop`"),
     ("data.chat", lambda v: isinstance(v, bool), "true or false"),
+    ("train.truncation_mode", lambda v: v in ("keep_start", "keep_end"), "`keep_start` or `keep_end` (TRL's modes)"),
 ]  # fmt: skip
 
 

@@ -138,7 +138,9 @@ def source_errors(data_cfg: Any) -> list[str]:
         if Path(local).is_dir():
             errors.append(f"data.{key}: `{local}` is a folder. Name one json/jsonl/parquet/csv file in it.")
         elif not Path(local).exists():
-            errors.append(f"data.{key}: no file at `{local}`. Point it at an existing json/jsonl/parquet/csv file.")
+            stems = [spec + ext for ext in LOCAL_BUILDERS if Path(local + ext).is_file()]
+            hint = f" `{stems[0]}` exists: did you mean data.{key}={stems[0]}?" if stems else ""
+            errors.append(f"data.{key}: no file at `{local}`.{hint or ' Point it at an existing json/jsonl/parquet/csv file.'}")
         elif Path(local).suffix not in LOCAL_BUILDERS:
             errors.append(f"data.{key}: `{local}` is not a {'/'.join(LOCAL_BUILDERS)} file. Convert it, or name one.")
     return errors
