@@ -102,9 +102,32 @@ def train_group_errors(cfg: DictConfig, method_cfg: dict[str, Any]) -> tuple[lis
     return errors, args
 
 
+DEFAULT_THROUGHPUT_WARMUP = 2
+
+
+def planned_steps(args: Any, examples: int | None) -> int | None:
+    """The optimizer steps a point trains: train.max_steps, or epochs x steps per epoch (None when unknown)."""
+    import math
+
+    if args.max_steps > 0:
+        return int(args.max_steps)
+    if not examples:
+        return None
+    per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed.world_size()
+    return math.ceil(examples / per_step) * math.ceil(args.num_train_epochs)
+
+
+def throughput_warmup(cfg: DictConfig, steps: int | None) -> int:
+    """run.warmup_steps, or by default 2 steps, fewer when the point trains fewer than 3 (at least one is measured).
+    An explicit value that leaves no step is refused by validation rather than silently measuring every step."""
+    value = cfg.run.get("warmup_steps")
+    if value is not None:
+        return int(value)
+    return DEFAULT_THROUGHPUT_WARMUP if steps is None else max(0, min(DEFAULT_THROUGHPUT_WARMUP, steps - 1))
+
+
 def step_errors(cfg: DictConfig, args: Any, examples: int | None) -> list[str]:
     """Warm-up against the steps a point trains, and one optimizer step's examples against the data's size."""
-    import math
 
     errors = []
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed.world_size()
@@ -113,11 +136,9 @@ def step_errors(cfg: DictConfig, args: Any, examples: int | None) -> list[str]:
                       f" x {args.gradient_accumulation_steps} (gradient_accumulation_steps) x "
                       f"{distributed.world_size()} (processes) = {per_step} examples, but only {examples} train. Lower "
                       f"the batch size, or give more data.")  # fmt: skip
-    steps = args.max_steps if args.max_steps > 0 else None
-    if steps is None and examples:
-        steps = math.ceil(examples / per_step) * math.ceil(args.num_train_epochs)
-    warmup = int(cfg.run.get("warmup_steps") or 0)
-    if steps is not None and warmup >= steps:
+    steps = planned_steps(args, examples)
+    warmup = cfg.run.get("warmup_steps")
+    if steps is not None and warmup is not None and warmup >= steps:
         errors.append(f"run.warmup_steps: {warmup} >= the {steps} optimizer steps this point trains, so no step would "
                       f"be left to measure throughput on. Set run.warmup_steps below {steps} (e.g. "
                       f"run.warmup_steps={min(2, steps - 1)}), or raise train.max_steps.")  # fmt: skip
@@ -300,10 +321,11 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
                                      bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
                                      bf16_adapters))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
+    warmup = throughput_warmup(cfg, planned_steps(args, len(train_set)))
     callback = PeftBenchCallback(
         results_dir=None,
         run_id=record["run_id"],
-        warmup_steps=cfg.run.warmup_steps,
+        warmup_steps=warmup,
         save_adapter=False,
     )
     record["trl_step_metrics"] = profiles.trl_step_metrics(cfg)
@@ -315,7 +337,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        callbacks=[callback, *profiler_callbacks(record["profiled_steps"], int(cfg.run.warmup_steps), run_dir,
+        callbacks=[callback, *profiler_callbacks(record["profiled_steps"], warmup, run_dir,
                                                  record["memory_traced_steps"])],
         optimizers=(optimizer, None),
     )
