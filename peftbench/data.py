@@ -406,6 +406,13 @@ def length_report(dataset, tokenizer, args) -> dict[str, Any]:
 _WARNED: set[str] = set()
 
 
+def warn_once(message: str) -> None:
+    """Log a warning once a process: a sweep validates every point, then trains each, over the same data."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning(message)
+
+
 def apply_policy(dataset, report: dict[str, Any], policy: str, source: str = "the train data"):
     """`data.max_length_policy`: error (refuse over-long rows), warn (let SFTTrainer cut and drop, say how many),
     drop (remove every over-long row before training, so nothing is cut). Returns (dataset, record fields)."""
@@ -427,14 +434,12 @@ def apply_policy(dataset, report: dict[str, Any], policy: str, source: str = "th
             raise DataError(f"data.max_length_policy: {counts}, so drop would leave no example. Raise "
                             f"train.max_length.")  # fmt: skip
         fields.update(train_examples_used=len(keep), examples_truncated=0, examples_dropped=len(over))
-        log.warning("peftbench: %s: dropped them (data.max_length_policy=drop); %d examples train.", counts, len(keep))
+        warn_once(f"peftbench: {counts}: dropped them (data.max_length_policy=drop); {len(keep)} examples train.")
         return dataset.select(keep), fields
     message = (f"peftbench: {counts}: SFTTrainer cuts {report['truncated']} of them to max_length and drops "
                f"{report['dropped']} whose completion lies past it; {report['used']} examples train. Set "
                f"data.max_length_policy=drop to leave them all out, error to refuse, or raise train.max_length.")
-    if message not in _WARNED:  # once a process: a sweep validates every point, then trains each
-        _WARNED.add(message)
-        log.warning(message)
+    warn_once(message)
     return dataset, fields
 
 

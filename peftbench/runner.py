@@ -216,7 +216,7 @@ def validate(cfg: DictConfig) -> Any:
     if not data.is_synthetic(cfg.data):
         _gather(errors, data.check_local_files, cfg.data)
     for note in filter(None, [data.eval_file_spec(cfg.data)[1]] if not data.is_synthetic(cfg.data) else []):
-        log.warning("peftbench: %s", note)
+        data.warn_once(f"peftbench: {note}")
     _gather(errors, evaluate.validate_point, cfg)
     _gather(errors, distributed.check_launch, cfg.train)
     _gather(errors, profiles.check, cfg)
@@ -370,7 +370,7 @@ def load_data(cfg: DictConfig, method_cfg: dict[str, Any], tokenizer: Any, vocab
         return train_set, eval_set, {"train_examples": len(train_set), "train_examples_used": len(train_set)}
     note = data.eval_file_spec(cfg.data)[1]
     if note:
-        log.warning("peftbench: %s", note)
+        data.warn_once(f"peftbench: {note}")
     args = sft_config(cfg, method_cfg, Path(cfg.run.results_dir) / "_validate")
     train_set, fields = data_plan(cfg, args, tokenizer)
     if note:
