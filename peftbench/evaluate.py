@@ -310,8 +310,25 @@ def base_key(cfg: DictConfig) -> str:
         "eval": {k: v for k, v in eval_cfg.items() if k not in ("data_dir", "base", "on_random_init")},
         "tasks": task_content,
         "lm_eval": getattr(lm_eval, "__version__", None),
+        "versions": base_versions(),  # a base row scored under other torch/transformers/peft/trl is not reused
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+BASE_LIBRARIES = ("torch", "transformers", "peft", "trl", "lm_eval")
+
+
+def base_versions() -> dict[str, str | None]:
+    """The installed versions a base score depends on (read from package metadata, nothing imported)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in BASE_LIBRARIES:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def base_run_id(cfg: DictConfig) -> str:
@@ -331,6 +348,10 @@ def ensure_base(cfg: DictConfig) -> dict[str, Any] | None:
     run_id = base_run_id(cfg)
     with records.locked(results_dir, name=f".{run_id}.lock"):
         cached = records.finished_record(results_dir, run_id)
+        if cached and cached.get("status") == "ok" and cached.get("base_versions", base_versions()) != base_versions():
+            log.info("base scores in %s were evaluated under %s, not %s: evaluating again", results_dir / run_id,
+                     cached.get("base_versions"), base_versions())  # fmt: skip
+            cached = None
         if cached and cached.get("status") == "ok":
             log.info("base scores: cached in %s", results_dir / run_id)
             return cached
@@ -361,6 +382,7 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
             "eval": OmegaConf.to_container(cfg.eval, resolve=True),
         },
         "peftbench_version": __version__,
+        "base_versions": base_versions(),
     }
     start = time.perf_counter()
     try:
