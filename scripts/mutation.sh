@@ -35,7 +35,7 @@ summary=$out/summary.md
     echo "# Mutation testing of the pure core"
     echo
     echo "mutmut $(python -c 'import importlib.metadata as m; print(m.version("mutmut"))'), commit" \
-         "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- peftbench tests || echo ' (with uncommitted changes)'), $(date -u +%F)," \
+         "$(git rev-parse --short HEAD)$([ -z "$(git status --porcelain peftbench tests)" ] || echo ' (with uncommitted changes)'), $(date -u +%F)," \
          "$(nproc) CPU cores, --max-children $jobs."
     echo "Command: \`scripts/mutation.sh ${modules[*]}\` (per module: \`mutmut run --max-children $jobs\` in a scratch copy)."
     echo
@@ -43,6 +43,8 @@ summary=$out/summary.md
     echo "|---|---|---|---|---|---|---|---|"
 } >"$summary"
 
+work=
+trap '[ -z "$work" ] || rm -rf "$work"' EXIT
 for module in "${modules[@]}"; do
     work=$(mktemp -d)
     git ls-files -z peftbench tests recipes pyproject.toml | xargs -0 -I{} cp --parents {} "$work"
@@ -78,6 +80,6 @@ EOF
             (cd "$work" && env -u PYTHONPATH mutmut show "$name") 2>&1 | sed -n '1,40p'
         done
     } >"$out/$module.txt"
-    rm -rf "$work"
+    rm -rf "$work"; work=
 done
 cat "$summary"
