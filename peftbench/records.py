@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,21 @@ LEAD_COLUMNS = [
     "step_time_median_s", "mfu", "trainable_params", "trainable_pct", "adapter_mb", "train_loss", "eval_loss",
     "time_train_s", "precision", "gpu_name", "quality_valid", "error",
 ]  # fmt: skip
+
+
+FAULT_ENV = "PEFTBENCH_FAULT"  # test-only (tests/test_faults.py): the phase at which fault_point kills this process
+
+
+def fault_point(phase: str) -> None:
+    """Test-only: SIGKILL this process here when PEFTBENCH_FAULT names `phase`, so tests place a crash exactly.
+
+    Phases: `adapter_save` (the adapter's files are in its temp folder, not yet renamed to `adapter/`),
+    `before_record` (the point ran, no record yet), `temp:<file>` (a temp copy of `<file>` is written, not yet
+    renamed over it: record.json, table.parquet, table.csv), `between_record_and_table` (the record is written, the
+    table not yet rebuilt). Unset, as in every real run, it does nothing.
+    """
+    if os.environ.get(FAULT_ENV) == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RecordVersionError(ValueError):
@@ -79,6 +95,8 @@ def sync_tree(path: Path) -> None:
     """fsync every file and folder under `path` (an adapter before its record says it exists)."""
     if not path.exists():
         return
+    if path.name.endswith(TEMP_SUFFIX):  # only the adapter save syncs a temp folder (callback.save_trained_weights)
+        fault_point("adapter_save")
     for p in sorted(path.rglob("*"), reverse=True):
         if p.is_file() and not p.is_symlink():
             with open(p, "rb") as fh:
@@ -116,6 +134,7 @@ def replacing(path: Path):
     os.close(fd)
     try:
         yield tmp
+        fault_point(f"temp:{path.name}")
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -137,6 +156,7 @@ def write_record(results_dir: str | Path, record: dict[str, Any], rebuild: bool 
     path = results_dir / record["run_id"] / RECORD
     sync_tree(path.parent)
     atomic_write_text(path, json.dumps(record, indent=2, default=str, sort_keys=False))
+    fault_point("between_record_and_table")
     if rebuild:
         write_table(results_dir)
     return path

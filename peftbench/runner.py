@@ -443,6 +443,7 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
             log.error("%s: %s", run_id, records.scrub(record["error"]))
         record["time_total_s"] = time.perf_counter() - start
         if main_rank:
+            records.fault_point("before_record")
             records.write_record(results_dir, record)
     release_memory()
     return record
