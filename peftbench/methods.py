@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
+import json
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-# Keys of a method YAML that are peftbench's; everything else is a field of the PEFT config class.
-OWN_KEYS = {"name", "learning_rate", "add_biases", "quantization", "loraplus_lr_ratio"}
+from peftbench import memory
+
+# Keys of a method YAML that are peftbench's; everything else is a field of the PEFT config class. `train_args` are
+# TrainingArguments fields the method sets (GaLore's `optim`, `optim_target_modules`, `optim_args`).
+OWN_KEYS = {"name", "learning_rate", "add_biases", "quantization", "loraplus_lr_ratio", "train_args", "loftq"}
 
 
 class MethodError(ValueError):
@@ -24,33 +29,65 @@ class MethodError(ValueError):
 
 @dataclass(frozen=True)
 class Method:
+    """A method and the facts the runner, memory model, profiles and engines read (never its name).
+
+    `states` is the memory model's optimizer-state pattern (memory.STATE_BYTES); `activations` its saved-activation
+    pattern (memory.SAVED_PER_TOKEN_LAYER), None where no GPU measurement backs one: the record then says
+    `memory_model: not modelled` and profile=fast keeps gradient checkpointing on. `meta_overrides` are config keys
+    that change how a method initialises but not what it trains, swapped in to set it up on the meta device (an SVD
+    or a tokenizer has no meta version); `trainable` counts what trains where PEFT cannot be set up on meta at all.
+    """
+
     name: str
     peft_type: str | None = None  # PEFT's PeftType name; None for BitFit and full fine-tuning
     trains: str = "adapter"  # "adapter" | "biases" | "all"
     quantize_4bit: bool = False
     mergeable: bool = True  # can the adapter be folded into the base weights (for evaluation)
     optimizer: str | None = None  # a non-default optimizer recipe ("loraplus")
+    bf16_adapters: bool = False  # may keep its adapters in bf16 (profile.bf16_lora_adapters): LoRA-type B starts at 0
+    unsloth: bool = False  # unsloth's FastLanguageModel has a path for it
+    states: str = "adapter"
+    activations: str | None = None
+    adds_tokens: bool = False  # virtual tokens lengthen every sequence (prompt tuning)
+    meta_overrides: tuple[tuple[str, Any], ...] = ()
+    trainable: Callable[[torch.nn.Module, Any], int] | None = None
+    extra: str | None = None  # the pip extra its packages come from (peftbench[galore])
+    needs_cuda: str | None = None  # why it cannot run without a CUDA GPU, if it cannot
 
     @property
     def summary(self) -> str:
         return self.peft_type or self.trains
 
+    @property
+    def modelled(self) -> bool:
+        return self.activations is not None
+
+
+def _lora(name: str, **facts) -> Method:
+    facts.setdefault("activations", "lora")
+    return Method(name, "LORA", unsloth=True, **facts)
+
+
+def _peft(name: str, peft_type: str, **facts) -> Method:
+    return Method(name, peft_type, **facts)
+
 
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in [
-        Method("lora", "LORA"),
-        Method("qlora", "LORA", quantize_4bit=True),
-        Method("dora", "LORA"),
-        Method("ia3", "IA3"),
-        Method("prompt_tuning", "PROMPT_TUNING", mergeable=False),
-        Method("bitfit", trains="biases"),
-        Method("full", trains="all"),
-        Method("rslora", "LORA"),
-        Method("pissa", "LORA"),
-        Method("loraplus", "LORA", optimizer="loraplus"),
-        Method("vera", "VERA"),
-        Method("prefix_tuning", "PREFIX_TUNING", mergeable=False),
+        _lora("lora", bf16_adapters=True),
+        _lora("qlora", quantize_4bit=True, activations="shared_inputs"),
+        _lora("dora", activations="dora"),
+        _peft("ia3", "IA3", activations="ia3"),
+        _peft("prompt_tuning", "PROMPT_TUNING", mergeable=False, activations="none", adds_tokens=True,
+              meta_overrides=(("prompt_tuning_init", "RANDOM"),)),
+        Method("bitfit", trains="biases", states="added_bf16", activations="none"),
+        Method("full", trains="all", unsloth=True, states="adamw_bf16", activations="shared_inputs"),
+        _lora("rslora", bf16_adapters=True),
+        _lora("pissa", bf16_adapters=True, meta_overrides=(("init_lora_weights", True),)),
+        _lora("loraplus", optimizer="loraplus", bf16_adapters=True),
+        _peft("vera", "VERA"),
+        _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False),
     ]
 }
 
@@ -114,13 +151,80 @@ def quantization_config(method_cfg: dict[str, Any]):
     )
 
 
-def bias_parameter_names(model_config) -> list[str]:
-    """Names of bias parameters of the architecture, read from a meta-device build: no memory, no weights."""
+def skeleton(model_config) -> torch.nn.Module:
+    """The architecture built on the meta device: every shape, no memory, no weights."""
     from transformers import AutoModelForCausalLM
 
     with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(model_config)
-    return [n for n, _ in skeleton.named_parameters() if n.endswith(".bias")]
+        return AutoModelForCausalLM.from_config(model_config)
+
+
+def bias_parameter_names(model_config) -> list[str]:
+    """Names of bias parameters of the architecture, read from a meta-device build."""
+    return [n for n, _ in skeleton(model_config).named_parameters() if n.endswith(".bias")]
+
+
+def count_trainable(model: torch.nn.Module) -> int:
+    """Parameters with requires_grad, each tensor once (tied embeddings are one tensor)."""
+    seen = {id(p): p.numel() for p in model.parameters() if p.requires_grad}
+    return sum(seen.values())
+
+
+def setup_on_meta(method_cfg: dict[str, Any], model_config) -> torch.nn.Module:
+    """The method applied to a meta-device build of the architecture, exactly as the runner applies it to the loaded
+    model (prepare_model, then PEFT's get_peft_model), with the method's `meta_overrides` swapped in."""
+    from peft import get_peft_model
+
+    method = get_method(method_cfg["name"])
+    cfg = {**method_cfg, **dict(method.meta_overrides)}
+    model = skeleton(model_config)
+    with torch.device("meta"):
+        prepare_model(model, cfg)
+        peft_config = build_peft_config(cfg)
+        if peft_config is not None:
+            model = get_peft_model(model, peft_config)
+    return model
+
+
+def predicted_trainable(method_cfg: dict[str, Any], model_config) -> int:
+    """What this method trains on this architecture, counted without weights: on a meta-device setup, or by the
+    method's own `trainable` count where PEFT cannot be set up on meta. Cached: profiles and the record both ask."""
+    return _predicted_trainable(json.dumps(method_cfg, sort_keys=True, default=str), model_config.to_json_string())
+
+
+@functools.lru_cache(maxsize=8)
+def _predicted_trainable(method_json: str, model_config_json: str) -> int:
+    from transformers import AutoConfig
+
+    method_cfg = json.loads(method_json)
+    fields_ = json.loads(model_config_json)
+    fields_.pop("quantization_config", None)  # the loaded model's 4-bit settings: the count is the same on a plain build
+    model_config = AutoConfig.for_model(**fields_)
+    method = get_method(method_cfg["name"])
+    if method.trainable is not None:
+        return int(method.trainable(skeleton(model_config), build_peft_config(method_cfg)))
+    return count_trainable(setup_on_meta(method_cfg, model_config))
+
+
+def predict_memory(method_cfg: dict[str, Any], model_config, seq_len: int, micro_batch: int,
+                   gradient_checkpointing: bool, fused_kernels: bool = False, bf16_adapters: bool = False):
+    """memory.predict for this method, with its registry facts and its predicted trainable count."""
+    return memory.predict(model_config, get_method(method_cfg["name"]), method_cfg,
+                          predicted_trainable(method_cfg, model_config), seq_len, micro_batch, gradient_checkpointing,
+                          fused_kernels, bf16_adapters)
+
+
+def applicability_error(method_cfg: dict[str, Any], model_config) -> str | None:
+    """PEFT's own refusal (an unsupported target module type, a size it cannot divide...) from setting the method up
+    on a meta-device build, or None. Methods counted by their own `trainable` are checked when the model loads."""
+    method = get_method(method_cfg["name"])
+    if method.peft_type is None or method.trainable is not None:
+        return None
+    try:
+        setup_on_meta(method_cfg, model_config)
+    except (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def validate(method_cfg: dict[str, Any], model_config, tokenizer_spec: str | None = None) -> None:
@@ -136,6 +240,15 @@ def validate(method_cfg: dict[str, Any], model_config, tokenizer_spec: str | Non
                 f"method=ia3 (per-channel scaling vectors, a similar handful of parameters) or method=lora instead, "
                 f"or set method.add_biases=true to add zero-initialised biases to every linear layer and train those."
             )
+    if method.needs_cuda and not torch.cuda.is_available():
+        raise MethodError(f"method={method.name}: {method.needs_cuda}")
+    problem = applicability_error(method_cfg, model_config)
+    if problem:
+        arch = (model_config.architectures or [model_config.model_type])[0]
+        raise MethodError(
+            f"method={method.name} cannot apply to this model ({arch}): PEFT refuses it with {problem} "
+            f"Change the method's options (method.target_modules, its rank or block size) or pick another method."
+        )
 
 
 def add_zero_biases(model: torch.nn.Module) -> int:

@@ -156,9 +156,9 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     record.update(profile_info)
     args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
     if not unsloth:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
-        record.update(memory.predict(model.config, method_cfg, seq_len, args.per_device_train_batch_size,
-                                     bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
-                                     bf16_adapters))  # fmt: skip
+        record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
+                                             bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
+                                             bf16_adapters))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     callback = PeftBenchCallback(
         results_dir=None,

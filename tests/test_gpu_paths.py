@@ -58,19 +58,21 @@ def test_synthetic_workload_trains_without_a_tokenizer_and_counts_every_token(ti
 
 
 def test_memory_model_counts_bytes_per_parameter():
+    from peftbench.methods import predict_memory
+
     config = models.load_config(OmegaConf.create({"config": "llama2_7b", "name_or_path": "x"}))
     shape = memory.shape_of(config)
     assert shape.linear_params + shape.other_params == 6_738_415_616  # Llama-2-7B
-    lora = memory.predict(config, {"name": "lora"}, 2048, 2, gradient_checkpointing=True)
-    qlora = memory.predict(config, {"name": "qlora"}, 2048, 2, gradient_checkpointing=True)
-    full = memory.predict(config, {"name": "full"}, 2048, 2, gradient_checkpointing=True)
+    lora = predict_memory({"name": "lora"}, config, 2048, 2, gradient_checkpointing=True)
+    qlora = predict_memory({"name": "qlora"}, config, 2048, 2, gradient_checkpointing=True)
+    full = predict_memory({"name": "full"}, config, 2048, 2, gradient_checkpointing=True)
     gib = memory.GIB
     assert lora["predicted_weights_gib"] == pytest.approx(6_738_415_616 * 2 / gib)
     assert qlora["predicted_weights_gib"] == pytest.approx(
         (shape.linear_params * (0.5 + 1 / 64 + 4 / 16384) + shape.other_params * 2) / gib
     )
     assert full["predicted_trainable_states_gib"] == pytest.approx(6_738_415_616 * 6 / gib)
-    no_gc = memory.predict(config, {"name": "lora"}, 2048, 2, gradient_checkpointing=False)
+    no_gc = predict_memory({"name": "lora"}, config, 2048, 2, gradient_checkpointing=False)
     assert no_gc["predicted_activations_gib"] > 5 * lora["predicted_activations_gib"]
 
 
