@@ -88,6 +88,7 @@ REGISTRY: dict[str, Method] = {
         _lora("loraplus", optimizer="loraplus", bf16_adapters=True),
         _peft("vera", "VERA"),
         _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False),
+        _peft("loha", "LOHA"),
     ]
 }
 
