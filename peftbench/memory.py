@@ -138,6 +138,9 @@ def predict(
     `method` is the registry entry (its facts: `quantize_4bit`, `states`, `activations`, `adds_tokens`), `trainable`
     its predicted trainable count. A method with no `activations` fact is not modelled: the weights, states and
     trainable count are still given, `predicted_peak_gib` is None and `memory_model` says why."""
+    if trainable is None:
+        return {"predicted_trainable_params": None, "predicted_peak_gib": None,
+                "memory_model": f"not modelled: what method={method.name} trains depends on the weights' values"}
     s = shape_of(model_config)
     bf16 = method.quantize_4bit or (bf16_adapters and method.bf16_adapters)  # TRL casts QLoRA's adapters to bf16
     weights = s.linear_params * NF4_BYTES + s.other_params * 2 if method.quantize_4bit else (s.linear_params + s.other_params) * 2

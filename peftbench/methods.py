@@ -51,7 +51,8 @@ class Method:
     adds_tokens: bool = False  # virtual tokens lengthen every sequence (prompt tuning)
     meta_overrides: tuple[tuple[str, Any], ...] = ()
     trainable: Callable[[torch.nn.Module, Any], int] | None = None
-    extra: str | None = None  # the pip extra its packages come from (peftbench[galore])
+    callback: str | None = None  # a TrainerCallback the method needs (trainer_callbacks): AdaLoRA's rank budget
+    extra: str | None = None  # "module:extra": the package it imports and the pip extra that installs it
     needs_cuda: str | None = None  # why it cannot run without a CUDA GPU, if it cannot
 
     @property
@@ -61,6 +62,47 @@ class Method:
     @property
     def modelled(self) -> bool:
         return self.activations is not None
+
+
+def targeted_linears(model: torch.nn.Module, peft_config) -> list[torch.nn.Linear]:
+    """The linear layers PEFT would adapt: its own default target modules for the architecture and its own matching."""
+    import copy
+
+    from peft.mapping import PEFT_TYPE_TO_TUNER_MAPPING
+    from peft.tuners.tuners_utils import check_target_module_exists
+
+    tuner = PEFT_TYPE_TO_TUNER_MAPPING[peft_config.peft_type]
+    config = tuner._prepare_adapter_config(tuner, copy.deepcopy(peft_config), model.config.to_dict())
+    return [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and check_target_module_exists(config, n)]
+
+
+# Trainable counts of methods PEFT cannot set up on the meta device (their setup reads values: .item(), nonzero,
+# bincount), read off each tuner's layer code in peft 0.21.
+def _boft_count(model, config) -> int:  # boft/layer.py: R (factors x blocks x size x size) and a scale per output
+    factors, total = config.boft_n_butterfly_factor, 0
+    for m in targeted_linears(model, config):
+        size = config.boft_block_size or m.in_features // config.boft_block_num
+        total += factors * (m.in_features // size) * size * size + m.out_features
+    return total
+
+
+def _shira_count(model, config) -> int:  # shira/layer.py: r * (in + out) sparse entries per layer, at most in * out
+    total = 0
+    for m in targeted_linears(model, config):
+        n = config.r * (m.in_features + m.out_features)
+        if n > m.in_features * m.out_features:  # SHiRA's own check, worded as in shira/layer.py
+            raise ValueError(f"The set rank {config.r} results in more shira params than the total number of params "
+                             f"in the base layer {m.in_features * m.out_features} and this is not allowed.")
+        total += n
+    return total
+
+
+def _unilora_count(model, config) -> int:  # unilora/model.py: one shared vector theta_d for the whole model
+    return config.theta_d_length
+
+
+def _weights_dependent(model, config) -> None:  # AdaMSS clusters the weights' SVD, FRoD keeps the weights' nonzeros
+    return None
 
 
 def _lora(name: str, **facts) -> Method:
@@ -89,6 +131,46 @@ REGISTRY: dict[str, Method] = {
         _peft("vera", "VERA"),
         _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False),
         _peft("loha", "LOHA"),
+        _peft("lokr", "LOKR"),
+        _peft("adalora", "ADALORA", callback="adalora"),
+        _peft("adamss", "ADAMSS", trainable=_weights_dependent),
+        _peft("adaption_prompt", "ADAPTION_PROMPT", mergeable=False),
+        _peft("beft", "BEFT"),
+        _peft("boft", "BOFT", trainable=_boft_count),
+        _peft("c3a", "C3A"),
+        _peft("deft", "DEFT"),
+        _peft("delora", "DELORA"),
+        _peft("fourierft", "FOURIERFT"),
+        _peft("frod", "FROD", trainable=_weights_dependent),
+        _peft("glora", "GLORA"),
+        _peft("gralora", "GRALORA"),
+        _peft("hira", "HIRA"),
+        _peft("hra", "HRA"),
+        _peft("lily", "LILY"),
+        _peft("ln_tuning", "LN_TUNING"),
+        _peft("miss", "MISS"),
+        _peft("oft", "OFT"),
+        _peft("osf", "OSF"),
+        _peft("p_tuning", "P_TUNING", mergeable=False),
+        _peft("peanut", "PEANUT"),
+        _peft("psoft", "PSOFT"),
+        _peft("pvera", "PVERA"),
+        _peft("randlora", "RANDLORA"),
+        _peft("road", "ROAD"),
+        _peft("shira", "SHIRA", trainable=_shira_count),
+        _peft("supertuning", "SUPERTUNING"),
+        _peft("tinylora", "TINYLORA"),
+        _peft("trainable_tokens", "TRAINABLE_TOKENS"),
+        _peft("unilora", "UNILORA", trainable=_unilora_count),
+        _peft("vblora", "VBLORA"),
+        _peft("waveft", "WAVEFT"),
+        # Memory-efficient full fine-tuning: every weight trains, through an optimizer of transformers' own `optim`.
+        Method("full_galore", trains="all", states="galore", activations="shared_inputs", extra="galore_torch:galore"),
+        Method("full_apollo", trains="all", states="apollo", activations="shared_inputs", extra="apollo_torch:apollo"),
+        Method("full_adamw8bit", trains="all", states="adamw_8bit", activations="shared_inputs"),
+        Method("full_paged_adamw", trains="all", states="paged", activations="shared_inputs",
+               needs_cuda="bitsandbytes' paged optimizers keep their states in CUDA managed memory, which needs a CUDA "
+                          "GPU (torch.cuda.is_available() is False here). Run it on a GPU machine, or use method=full."),
     ]
 }
 
@@ -187,14 +269,14 @@ def setup_on_meta(method_cfg: dict[str, Any], model_config) -> torch.nn.Module:
     return model
 
 
-def predicted_trainable(method_cfg: dict[str, Any], model_config) -> int:
+def predicted_trainable(method_cfg: dict[str, Any], model_config) -> int | None:
     """What this method trains on this architecture, counted without weights: on a meta-device setup, or by the
     method's own `trainable` count where PEFT cannot be set up on meta. Cached: profiles and the record both ask."""
     return _predicted_trainable(json.dumps(method_cfg, sort_keys=True, default=str), model_config.to_json_string())
 
 
 @functools.lru_cache(maxsize=8)
-def _predicted_trainable(method_json: str, model_config_json: str) -> int:
+def _predicted_trainable(method_json: str, model_config_json: str) -> int | None:
     from transformers import AutoConfig
 
     method_cfg = json.loads(method_json)
@@ -203,7 +285,8 @@ def _predicted_trainable(method_json: str, model_config_json: str) -> int:
     model_config = AutoConfig.for_model(**fields_)
     method = get_method(method_cfg["name"])
     if method.trainable is not None:
-        return int(method.trainable(skeleton(model_config), build_peft_config(method_cfg)))
+        count = method.trainable(skeleton(model_config), build_peft_config(method_cfg))
+        return None if count is None else int(count)
     return count_trainable(setup_on_meta(method_cfg, model_config))
 
 
@@ -217,14 +300,24 @@ def predict_memory(method_cfg: dict[str, Any], model_config, seq_len: int, micro
 
 def applicability_error(method_cfg: dict[str, Any], model_config) -> str | None:
     """PEFT's own refusal (an unsupported target module type, a size it cannot divide...) from setting the method up
-    on a meta-device build, or None. Methods counted by their own `trainable` are checked when the model loads."""
+    on a meta-device build, or TRL's (an adapter on the LM head), or None."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     method = get_method(method_cfg["name"])
-    if method.peft_type is None or method.trainable is not None:
+    if method.peft_type is None:
         return None
     try:
-        setup_on_meta(method_cfg, model_config)
+        if method.trainable is not None:  # its count replays the checks PEFT makes on the shapes
+            method.trainable(skeleton(model_config), build_peft_config(method_cfg))
+            return None
+        model = setup_on_meta(method_cfg, model_config)
     except (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError) as exc:
-        return f"{type(exc).__name__}: {exc}"
+        return f"PEFT refuses it: {type(exc).__name__}: {exc}"
+    if isinstance(model.get_output_embeddings(), BaseTunerLayer):  # TRL's SFTTrainer refuses it (its fused LM head)
+        tied = " (this model ties its input and output embeddings, so an adapter on one is on both)" if getattr(
+            model_config, "tie_word_embeddings", False) else ""
+        return ("the adapter would wrap the LM head, which TRL's SFTTrainer refuses: its loss reads lm_head.weight "
+                f"directly, so the adapter would never train{tied}.")
     return None
 
 
@@ -243,11 +336,12 @@ def validate(method_cfg: dict[str, Any], model_config, tokenizer_spec: str | Non
             )
     if method.needs_cuda and not torch.cuda.is_available():
         raise MethodError(f"method={method.name}: {method.needs_cuda}")
+    check_train_args(method_cfg)
     problem = applicability_error(method_cfg, model_config)
     if problem:
         arch = (model_config.architectures or [model_config.model_type])[0]
         raise MethodError(
-            f"method={method.name} cannot apply to this model ({arch}): PEFT refuses it with {problem} "
+            f"method={method.name} cannot apply to this model ({arch}): {problem} "
             f"Change the method's options (method.target_modules, its rank or block size) or pick another method."
         )
 
@@ -300,3 +394,60 @@ def build_optimizer(model: torch.nn.Module, method_cfg: dict[str, Any], learning
         loraplus_lr_ratio=float(method_cfg.get("loraplus_lr_ratio", 16)),
         weight_decay=weight_decay,
     )
+
+
+def train_args(method_cfg: dict[str, Any]) -> dict[str, Any]:
+    """TrainingArguments fields the method sets (`train_args` in its YAML: GaLore's optim, 8-bit AdamW...)."""
+    return dict(method_cfg.get("train_args") or {})
+
+
+def check_train_args(method_cfg: dict[str, Any]) -> None:
+    """The method's `train_args`: known TrainingArguments fields, an optimizer transformers knows, its package here."""
+    from transformers import TrainingArguments
+    from transformers.training_args import OptimizerNames
+
+    method = get_method(method_cfg["name"])
+    valid = {f.name for f in fields(TrainingArguments)}
+    args = train_args(method_cfg)
+    for key in args:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f" Did you mean `method.train_args.{close[0]}`?" if close else ""
+            raise MethodError(f"method.train_args.{key}: not a TrainingArguments field.{hint}")
+    optim = args.get("optim")
+    if optim is not None and optim not in {o.value for o in OptimizerNames}:
+        close = difflib.get_close_matches(str(optim), [o.value for o in OptimizerNames], n=1)
+        hint = f" Did you mean `{close[0]}`?" if close else ""
+        raise MethodError(f"method.train_args.optim: transformers has no optimizer `{optim}`.{hint}")
+    if method.extra:
+        import importlib.util
+
+        package, extra = method.extra.split(":")
+        if importlib.util.find_spec(package) is None:
+            raise MethodError(
+                f"method={method.name} needs the `{package}` package, which is not installed. Install it with "
+                f'`pip install "peftbench[{extra}]"`.'
+            )
+
+
+def trainer_callbacks(method_cfg: dict[str, Any]) -> list:
+    """TrainerCallbacks the method needs during training (its registry entry's `callback`)."""
+    kind = get_method(method_cfg["name"]).callback
+    if kind is None:
+        return []
+    from transformers import TrainerCallback
+
+    class AdaLoraBudget(TrainerCallback):
+        """AdaLoRA reallocates its rank budget from the gradients after each optimizer step and before they are
+        zeroed (PEFT's `update_and_allocate`, which its docs say the training loop must call); the Trainer does not
+        call it, so this callback does, at the Trainer's `on_optimizer_step`."""
+
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            from peft import PeftModel
+
+            peft_model = model
+            while not isinstance(peft_model, PeftModel) and hasattr(peft_model, "module"):
+                peft_model = peft_model.module  # DDP / accelerate wrappers
+            peft_model.base_model.update_and_allocate(state.global_step)
+
+    return {"adalora": [AdaLoraBudget()]}[kind]

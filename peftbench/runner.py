@@ -154,7 +154,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
             model = get_peft_model(model, peft_config, autocast_adapter_dtype=not bf16_adapters)
     choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
     record.update(profile_info)
-    args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
+    args = sft_config(cfg, method_cfg, run_dir / "checkpoints", {**methods.train_args(method_cfg), **choices})
     if not unsloth:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
                                              bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
@@ -176,12 +176,13 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         eval_dataset=eval_set,
         processing_class=tokenizer,
         callbacks=[callback, *profiler_callbacks(record["profiled_steps"], int(cfg.run.warmup_steps), run_dir,
-                                                 record["memory_traced_steps"])],
+                                                 record["memory_traced_steps"]), *methods.trainer_callbacks(method_cfg)],
         optimizers=(optimizer, None),
     )
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
     trainer.train()
+    record["optimizer"] = type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__  # accelerate wraps it
 
     if eval_set is not None:
         t1 = time.perf_counter()
