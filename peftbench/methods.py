@@ -135,7 +135,7 @@ REGISTRY: dict[str, Method] = {
         _peft("adalora", "ADALORA", callback="adalora"),
         _peft("adamss", "ADAMSS", trainable=_weights_dependent),
         _peft("adaption_prompt", "ADAPTION_PROMPT", mergeable=False),
-        _peft("beft", "BEFT"),
+        _peft("beft", "BEFT", mergeable=False),  # PEFT cannot merge it into a layer without a bias (Llama)
         _peft("boft", "BOFT", trainable=_boft_count),
         _peft("c3a", "C3A"),
         _peft("deft", "DEFT"),
@@ -146,7 +146,7 @@ REGISTRY: dict[str, Method] = {
         _peft("gralora", "GRALORA"),
         _peft("hira", "HIRA"),
         _peft("hra", "HRA"),
-        _peft("lily", "LILY"),
+        _peft("lily", "LILY", mergeable=False),  # peft 0.21: "This method is not supported for Lily"
         _peft("ln_tuning", "LN_TUNING"),
         _peft("miss", "MISS"),
         _peft("oft", "OFT"),

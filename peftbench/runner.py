@@ -182,7 +182,8 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
     trainer.train()
-    record["optimizer"] = type(getattr(trainer.optimizer, "optimizer", trainer.optimizer)).__name__  # accelerate wraps it
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
+    record["optimizer"] = f"{type(optimizer).__module__}.{type(optimizer).__name__}"
 
     if eval_set is not None:
         t1 = time.perf_counter()
