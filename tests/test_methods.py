@@ -277,3 +277,15 @@ def test_bitfit_with_added_biases_on_a_bias_free_model(tiny_cfg):
     record = run_point(tiny_cfg("method=bitfit", "+method_overrides.bitfit.add_biases=true"))
     assert record["status"] == "ok", record.get("error")
     assert record["method_info"]["biases_added"] == 7 * 2 + 1  # 7 linear layers per block, plus lm_head
+
+
+def test_sweep_peft_all_is_the_whole_registry_and_the_default_keeps_the_seven():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
+        every = compose("config", overrides=["sweep=peft_all"], return_hydra_config=True)
+        default = compose("config", return_hydra_config=True)
+    assert every.hydra.sweeper.params.method.split(",") == list(REGISTRY)
+    assert every.method_overrides.bitfit.add_biases is True
+    assert default.hydra.sweeper.params.method.split(",") == FAMILY == [
+        "lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
