@@ -51,6 +51,7 @@ class Method:
     adds_tokens: bool = False  # virtual tokens lengthen every sequence (prompt tuning)
     meta_overrides: tuple[tuple[str, Any], ...] = ()
     trainable: Callable[[torch.nn.Module, Any], int] | None = None
+    init: str | None = None  # an initialisation after PEFT set the adapter up (initialise): "loftq"
     callback: str | None = None  # a TrainerCallback the method needs (trainer_callbacks): AdaLoRA's rank budget
     extra: str | None = None  # "module:extra": the package it imports and the pip extra that installs it
     needs_cuda: str | None = None  # why it cannot run without a CUDA GPU, if it cannot
@@ -128,6 +129,9 @@ REGISTRY: dict[str, Method] = {
         _lora("rslora", bf16_adapters=True),
         _lora("pissa", bf16_adapters=True, meta_overrides=(("init_lora_weights", True),)),
         _lora("loraplus", optimizer="loraplus", bf16_adapters=True),
+        Method("qlora_loftq", "LORA", quantize_4bit=True, activations="shared_inputs", init="loftq",
+               needs_cuda="PEFT's replace_lora_weights_loftq computes on a CUDA device (torch.cuda.is_available() is "
+                          "False here). Run it on a GPU machine, or use method=qlora."),
         _peft("vera", "VERA"),
         _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False),
         _peft("loha", "LOHA"),
@@ -451,3 +455,35 @@ def trainer_callbacks(method_cfg: dict[str, Any]) -> list:
             peft_model.base_model.update_and_allocate(state.global_step)
 
     return {"adalora": [AdaLoraBudget()]}[kind]
+
+
+def check_model(method_cfg: dict[str, Any], model_cfg: Any) -> None:
+    """What the method needs of the model source, checked before any weights load."""
+    method = get_method(method_cfg["name"])
+    if method.init == "loftq" and model_cfg.get("init") == "random":
+        raise MethodError(
+            f"method={method.name}: LoftQ initialises the adapters from the quantization error of the original "
+            f"weights, which it reads from the checkpoint's safetensors (PEFT's replace_lora_weights_loftq), and "
+            f"model.init=random has no checkpoint. Use a real checkpoint (model.init=pretrained), or method=qlora for "
+            f"shape-only runs (LoftQ changes the initial values, not the memory or speed)."
+        )
+
+
+def initialise(model: torch.nn.Module, method_cfg: dict[str, Any], model_source: str) -> dict[str, Any]:
+    """The method's initialisation after PEFT set the adapter up; returns what the record should say about it.
+
+    LoftQ (Li et al. 2023) for QLoRA: PEFT's `replace_lora_weights_loftq` reads each original weight from the
+    safetensors beside the model and sets A and B so that the 4-bit weight plus the adapter is closest to it (one
+    alternating step; PEFT's recommended route for a bitsandbytes 4-bit model)."""
+    method = get_method(method_cfg["name"])
+    if method.init != "loftq":
+        return {}
+    from pathlib import Path
+
+    from peft import replace_lora_weights_loftq
+
+    from peftbench.models import local_folder
+
+    folder = local_folder(model_source)  # a GGUF file's dequantized folder; a hub id: PEFT finds its cached snapshot
+    replace_lora_weights_loftq(model, model_path=folder if Path(folder).is_dir() else None)
+    return {"init": "loftq (peft.replace_lora_weights_loftq)"}

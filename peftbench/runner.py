@@ -87,6 +87,7 @@ def validate(cfg: DictConfig) -> Any:
     profiles.check(cfg)
     model_config = models.load_config(cfg.model)
     methods.validate(method_cfg, model_config, cfg.model.get("tokenizer") or cfg.model.name_or_path)
+    methods.check_model(method_cfg, cfg.model)
     sft_config(cfg, method_cfg, Path(cfg.run.results_dir) / "_validate")
     return model_config
 
@@ -152,6 +153,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         if peft_config is not None:
             record["adapter_dtype"] = "base (bf16)" if bf16_adapters else "float32"
             model = get_peft_model(model, peft_config, autocast_adapter_dtype=not bf16_adapters)
+            record["method_info"].update(methods.initialise(model, method_cfg, cfg.model.name_or_path))
     choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
     record.update(profile_info)
     args = sft_config(cfg, method_cfg, run_dir / "checkpoints", {**methods.train_args(method_cfg), **choices})

@@ -72,7 +72,7 @@ def test_every_registered_method_trains_what_the_registry_predicts(tiny, name):
     cfg = method_cfg(name)
     method = methods.get_method(name)
     if method.needs_cuda and not torch.cuda.is_available():
-        with pytest.raises(methods.MethodError, match="CUDA GPU"):
+        with pytest.raises(methods.MethodError, match=r"CUDA (GPU|device) \(torch.cuda.is_available\(\) is False here\)"):
             methods.validate(cfg, config)
         return
     methods.validate(cfg, config)
@@ -241,16 +241,25 @@ def test_adalora_reallocates_its_rank_budget(tiny):
         (["method=shira"], "more shira params than the total number of params"),
         (["method=trainable_tokens"], "TRL's SFTTrainer refuses"),  # tiny_llama ties its embeddings
         (["method=full_paged_adamw"], "needs a CUDA GPU"),
+        (["method=qlora_loftq"], "computes on a CUDA device"),
         (["method=full_galore", "+method.train_args.optimm=x"], "Did you mean `method.train_args.optim`"),
         (["method=full_galore", "method.train_args.optim=galore_adam"], "transformers has no optimizer"),
     ],
 )
 def test_methods_that_cannot_apply_are_invalid_before_loading(tiny_cfg, overrides, message):
-    if "CUDA" in message and torch.cuda.is_available():
+    if "CUDA" in message and torch.cuda.is_available():  # on a GPU these run: test_gpu_* cover them there
         pytest.skip("a CUDA GPU is here")
     record = run_point(tiny_cfg(*overrides, *QUICK))
     assert record["status"] == "invalid" and message in record["error"], record.get("error")
     assert "time_load_s" not in record  # refused before any weights loaded
+
+
+def test_loftq_on_a_random_init_model_is_refused_with_the_fix():
+    from omegaconf import OmegaConf
+
+    with pytest.raises(methods.MethodError, match="model.init=random has no checkpoint"):
+        methods.check_model(method_cfg("qlora_loftq"), OmegaConf.create({"init": "random"}))
+    methods.check_model(method_cfg("qlora_loftq"), OmegaConf.create({"init": "pretrained"}))
 
 
 def test_trainable_parameters_match_an_independent_count(tiny_cfg):
