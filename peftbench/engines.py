@@ -68,11 +68,10 @@ def has_gpu() -> bool:
 
 def runs_method(method_name: str) -> bool:
     """unsloth's FastLanguageModel has a path for LoRA-type adapters (LoRA, QLoRA, DoRA, rsLoRA, PiSSA, LoRA+) and
-    full fine-tuning; IA3, prompt/prefix tuning, VeRA and BitFit have none."""
+    full fine-tuning with AdamW: the registry entry's `unsloth` fact."""
     from peftbench.methods import get_method
 
-    method = get_method(method_name)
-    return method.peft_type == "LORA" or method.trains == "all"
+    return get_method(method_name).unsloth
 
 
 def version_conflicts(dist: str, names: tuple[str, ...] = PINNED) -> list[str]:

@@ -63,6 +63,7 @@ def train_options(cfg: DictConfig, method_cfg: dict[str, Any], overrides: dict |
             raise methods.MethodError(
                 f"train.{key}: not an SFTConfig option.{f' Did you mean `train.{close[0]}`?' if close else ''}"
             )
+    train.update(methods.train_args(method_cfg))  # a method's own Trainer options (GaLore's optim, ...)
     train.update(overrides or {})
     train["learning_rate"] = train.get("learning_rate") or method_cfg["learning_rate"]
     train.setdefault("report_to", "none")
@@ -227,6 +228,7 @@ def validate(cfg: DictConfig) -> Any:
         model_config = _gather(errors, model_config_checked, cfg.model)
         if model_config is not None:
             _gather(errors, methods.validate, method_cfg, model_config, cfg.model.get("tokenizer") or cfg.model.name_or_path)
+            _gather(errors, methods.check_model, method_cfg, cfg.model)
             errors += max_length_errors(cfg, model_config)
     examples = None
     if args is not None and data.is_synthetic(cfg.data):
@@ -313,13 +315,14 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         if peft_config is not None:
             record["adapter_dtype"] = "base (bf16)" if bf16_adapters else "float32"
             model = get_peft_model(model, peft_config, autocast_adapter_dtype=not bf16_adapters)
+            record["method_info"].update(methods.initialise(model, method_cfg, cfg.model.name_or_path))
     choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
     record.update(profile_info)
     args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
     if not unsloth:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
-        record.update(memory.predict(model.config, method_cfg, seq_len, args.per_device_train_batch_size,
-                                     bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
-                                     bf16_adapters))  # fmt: skip
+        record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
+                                             bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
+                                             bf16_adapters))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     warmup = throughput_warmup(cfg, planned_steps(args, len(train_set)))
     # The runner writes the record itself (with the recipe's identity), so the callback only measures.
@@ -335,13 +338,15 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         eval_dataset=eval_set,
         processing_class=tokenizer,
         callbacks=[callback, *profiler_callbacks(record["profiled_steps"], warmup, run_dir,
-                                                 record["memory_traced_steps"])],
+                                                 record["memory_traced_steps"]), *methods.trainer_callbacks(method_cfg)],
         optimizers=(optimizer, None),
     )
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
     trainer.train()
     record.update(callback.record())  # first: the runner's own eval and save times below are after training
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
+    record["optimizer"] = f"{type(optimizer).__module__}.{type(optimizer).__name__}"
 
     if eval_set is not None:
         t1 = time.perf_counter()
