@@ -28,9 +28,12 @@ from peftbench.paths import recipes_dir
 
 @hydra.main(version_base="1.3", config_path=str(recipes_dir()), config_name="config")
 def app(cfg: DictConfig) -> str:
+    from peftbench.console import LAST
     from peftbench.runner import run_point
 
-    status = run_point(cfg)["status"]
+    record = run_point(cfg)
+    LAST["record"] = record  # the Progress callback's result line reads it
+    status = record["status"]
     sweep.STATUSES.append(status)
     return status
 
@@ -63,6 +66,9 @@ def exit_code(statuses: list[str], environ: dict[str, str] = os.environ) -> int:
 
 
 def main() -> None:
+    from peftbench.console import quiet_libraries
+
+    quiet_libraries()
     sys.argv += quiet_rank_overrides()
     try:
         app()

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from peftbench import __version__, checks, data, distributed, engines, evaluate, memory, methods, models, profiles, records
+from peftbench import __version__, checks, console, data, distributed, engines, evaluate, memory, methods, models, profiles, records
 
 log = logging.getLogger("peftbench")
 
@@ -142,6 +142,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     distributed.use_local_gpu()
     if torch.cuda.is_available():  # what earlier points of this process left allocated is inside this point's peak
         record["gpu_allocated_at_start_gib"] = torch.cuda.memory_allocated() / memory.GIB
+        record["gpu_total_gib"] = profiles.gpu_memory_gib()  # the capacity a failed row's predicted peak is read against
 
     t0 = time.perf_counter()
     unsloth = engines.name(cfg) == "unsloth"
@@ -199,6 +200,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     )
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
+    console.quiet_trainer(trainer)
     trainer.train()
 
     if eval_set is not None:
