@@ -1,8 +1,10 @@
 """Leaderboard report: a results folder -> report.md, report.html (self-contained) and the plots as PNG.
 
-`python -m peftbench.report RESULTS_DIR [--metric score] [--out DIR]`. It reads the JSON records (the source of the
-table, and the only place the loss curves live), averages the seeds of one point (mean ± std), ranks by a metric and
-states the conditions the numbers hold under. Failed, out-of-memory, invalid and skipped points stay in as rows.
+`python -m peftbench.report RESULTS_DIR [RESULTS_DIR ...] [--metric score] [--out DIR]`. It reads the JSON records
+(the source of the table, and the only place the loss curves live), merges folders (deduplicated by run id), averages
+the seeds of one point (mean ± std), ranks by a metric within each model × GPU, marks ties within the combined
+standard error, and states the conditions the numbers hold under, all derived from the records. Failed,
+out-of-memory, invalid and skipped points stay in as rows, with the options that set them apart.
 """
 
 from __future__ import annotations
@@ -93,6 +95,7 @@ class Row:
 
 # -- loading --------------------------------------------------------------------------------------------------------
 UNKNOWN_DEVICE = "device not recorded"
+NO_ENGINE = "—"  # the base row trains nothing, so it has no engine
 
 
 def gpu_label(name: Any, count: Any) -> str:
@@ -170,7 +173,7 @@ def load_runs(results_dirs: str | Path | list):
     for col in ("status", "method", "engine", "model"):
         if col not in frame:
             frame[col] = "ok" if col == "status" else "?"
-        frame[col] = frame[col].fillna("—" if col == "engine" else "?").astype(str)  # base rows train no engine
+        frame[col] = frame[col].fillna(NO_ENGINE if col == "engine" else "?").astype(str)  # base rows train no engine
     for col in list(METRICS) + ["predicted_peak_gib", "gpu_total_gib", "steps", "steady_state_steps",
                                 "warmup_steps_excluded"]:  # fmt: skip
         frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
@@ -561,7 +564,7 @@ def what_wins(rows: list[Row], facet: tuple[str, str]) -> str:
                 if any(not math.isnan(r.values[c][0]) for r in ok)), None)  # fmt: skip
     has = lambda r, c: c is not None and not math.isnan(r.values[c][0])  # noqa: E731
     names = lambda rs: ", ".join(f"**{r.name(multi)}**" for r in rs)  # noqa: E731
-    multi = len({r.engine for r in ok}) > 1
+    multi = len({r.engine for r in ok} - {NO_ENGINE}) > 1
     out = []
     scored = sorted((r for r in ok if has(r, "score") and r.quality_valid), key=lambda r: -r.values["score"][0])
     if scored:

@@ -418,7 +418,8 @@ function drawPareto(){
       el('line',{x1:L+20,x2:L+60,y1:ly-4,y2:ly-4,stroke:'#333','stroke-dasharray':DASHES[gi%DASHES.length]},legend);
       el('text',{x:L+68,y:ly},legend,f+': front');}
   });
-  el('text',{x:W-R+12,y:H-B-4,'font-size':11,fill:'#777'},legend,'grey: dominated; bars: ±1 stderr');
+  el('text',{x:W-R+12,y:H-B-18,'font-size':11,fill:'#777'},legend,'grey: dominated');
+  el('text',{x:W-R+12,y:H-B-4,'font-size':11,fill:'#777'},legend,'bars: ±1 stderr or std');
 }
 // Bar charts: each bar is one leaderboard row (data-key), its name and its value text drawn from that row's entry.
 function drawBars(){

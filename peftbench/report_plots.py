@@ -12,7 +12,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from peftbench.report import METRICS, Row, facet_title, facets, fmt_cell, fmt_number, standard_error
+from peftbench.report import METRICS, NO_ENGINE, Row, facet_title, facets, fmt_cell, fmt_number, standard_error
 
 DOMINATED = "#b8b8b8"
 
@@ -46,7 +46,7 @@ def _axes(n: int, width: float = 8.0, height: float = 3.6):
 
 
 def several_engines(rows: list[Row], facet) -> bool:
-    return len({r.engine for r in rows if r.facet == facet and r.status == "ok"}) > 1
+    return len({r.engine for r in rows if r.facet == facet and r.status == "ok"} - {NO_ENGINE}) > 1
 
 
 def error(row: Row, col: str) -> float:

@@ -189,6 +189,9 @@ def test_html_filter_pick_and_sort_in_chromium(hand_made, tmp_path):
     rows = visible_rows(dom, "runs")
     assert len(rows) == 3 and all(f'data-gpu="{A100}"' in r for r in rows)
     assert page_marker(dom, "pareto-points") == "3"  # random-init ia3 has memory and speed, so it is plotted
+    assert page_marker(dom, "csv-rows") == "3"  # the leaderboard CSV holds the rows shown: A100's lora, dora, ia3
+    searched = rendered_dom(html, tmp_path, "#q=qlora")
+    assert page_marker(searched, "csv-rows") == "1" and len(visible_rows(searched, "runs")) == 2  # two qlora seeds
     assert "tokens/s (higher is better)" in dom and "peak GPU alloc (GiB) (lower is better)" in dom
     assert 'class="desc">tokens/s</th>' in dom
 
