@@ -78,6 +78,7 @@ class Row:
     predicted_peak_gib: float = float("nan")
     gpu_capacity_gib: float = float("nan")
     sources: list[str] = field(default_factory=list)  # results folders (and run names) the row's runs came from
+    ranked_by: str = ""  # the metric its section ranks by (the asked-for one, or a fallback where it has no values)
     seeds: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -125,6 +126,11 @@ def point_config(rec: dict[str, Any]) -> dict[str, Any]:
     config.pop("method_overrides", None)
     if isinstance(rec.get("method_config"), dict):
         config["method"] = rec["method_config"]
+    # Records from before the engine and profile groups ran the stock engine / the profile their record names.
+    if "engine" not in config and rec.get("method") != "base":
+        config["engine"] = {"name": rec.get("engine") or "peft"}
+    if "profile" not in config and isinstance(rec.get("profile"), str):
+        config["profile"] = {"name": rec["profile"]}
     return config
 
 
@@ -133,7 +139,8 @@ def variant_configs(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for rec in recs:
         flat = flatten(point_config(rec))
-        out.append({k: v for k, v in flat.items() if not k.startswith("run.") and k != "train.seed"})
+        # an option set to null and an option absent (a record from before it existed) mean the same point
+        out.append({k: v for k, v in flat.items() if not k.startswith("run.") and k != "train.seed" and v != "null"})
     return out
 
 
@@ -162,6 +169,7 @@ def load_runs(results_dirs: str | Path | list):
 
     folders = [Path(d) for d in (results_dirs if isinstance(results_dirs, (list, tuple)) else [results_dirs])]
     recs, sources = read_folders(folders)
+    duplicates = sum(s.count("; duplicate in ") for s in sources)
     if not recs:
         raise SystemExit(
             f"peftbench-report: no records under {', '.join(map(str, folders))} (expected */{records.RECORD}). "
@@ -189,6 +197,7 @@ def load_runs(results_dirs: str | Path | list):
     frame["variant"] = [hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:6] for c in configs]
     frame["method_label"] = variant_labels(frame, configs)
     frame["apart"] = set_apart(frame, configs)
+    frame.attrs.update(folders=[str(f) for f in folders], duplicates=duplicates)
     return frame, recs
 
 
@@ -222,27 +231,33 @@ def option_name(key: str, named: bool) -> str:
     return key.split(".")[0] if named else key.split(".")[-1]
 
 
-def variant_labels(frame, configs: list[dict[str, Any]]) -> list[str]:
+def variant_labels(frame, configs: list[dict[str, Any]], most: int = 4) -> list[str]:
     """`lora`, or `lora (r=32)` when one method ran with several configs on one model and GPU: name what differs.
 
+    A group's choice (`profile=fast`) is named first; then, one at a time, the option that tells the most variants
+    apart, until every variant has a label of its own (at most `most` options; past that the config hash is added).
     Engines are a column of their own (and in plot labels), so what differs is looked for within one engine."""
     labels = list(frame["method"])
     for _, idx in frame.groupby(["model", "gpu", "engine", "method"]).groups.items():
         idx = list(idx)
-        if len({frame.at[i, "variant"] for i in idx}) < 2:
+        variants = {frame.at[i, "variant"]: i for i in idx}
+        if len(variants) < 2:
             continue
         keys = sorted({k for i in idx for k in configs[i]})
         differ = [k for k in keys if len({configs[i].get(k) for i in idx}) > 1]
-        named = [k for k in differ if k.endswith(".name")]  # a group's choice (profile=fast) says it first
-        same_name = {}  # variants the named keys alone do not tell apart: add what else differs among them
+        told = lambda chosen: len({tuple(configs[i].get(k) for k in chosen) for i in variants.values()})  # noqa: E731
+        chosen = [k for k in differ if k.endswith(".name")]  # a group's choice (profile=fast) says it first
+        while told(chosen) < len(variants) and len(chosen) < most:
+            rest = [k for k in differ if k not in chosen]
+            if not rest:
+                break
+            chosen.append(max(rest, key=lambda k: (told(chosen + [k]), -rest.index(k))))
+        unique = told(chosen) == len(variants)
         for i in idx:
-            same_name.setdefault(tuple(configs[i].get(k) for k in named), []).append(i)
-        extra = [k for k in differ if k not in named
-                 and any(len({configs[i].get(k) for i in group}) > 1 for group in same_name.values())]  # fmt: skip
-        shown = (named + extra)[:3] if named else differ[:3]
-        for i in idx:
-            parts = [f"{option_name(k, k in named)}={shown_value(configs, i, k)}" for k in shown]
-            labels[i] = f"{frame.at[i, 'method']} ({', '.join(parts) or frame.at[i, 'variant']})"
+            parts = [f"{option_name(k, k.endswith('.name'))}={shown_value(configs, i, k)}" for k in chosen]
+            if not unique:
+                parts.append(f"config {frame.at[i, 'variant']}")
+            labels[i] = f"{frame.at[i, 'method']} ({', '.join(parts)})"
     return labels
 
 
@@ -343,20 +358,32 @@ def leaderboard(frame, metric: str) -> list[Row]:
                 predicted_peak_gib=float(run["predicted_peak_gib"]),
                 gpu_capacity_gib=capacity_gib(run["gpu"], run.get("gpu_total_gib")))
         )  # fmt: skip
-    higher = METRICS[metric][1]
+    facet_metric = {facet: facet_metric_for(rows, facet, metric) for facet in dict.fromkeys(r.facet for r in rows)}
 
     def order(row: Row):
-        mean = row.values[metric][0]
+        col = facet_metric[row.facet]
+        mean = row.values[col][0]
         has = row.status == "ok" and not math.isnan(mean)
-        return (row.facet, STATUS_ORDER.get(row.status, 9), not has, -mean if has and higher else mean if has else 0)
+        return (row.facet, STATUS_ORDER.get(row.status, 9), not has, -mean if has and METRICS[col][1] else mean if has else 0)
 
     rows.sort(key=order)
-    for facet in dict.fromkeys(r.facet for r in rows):
-        ranked = [r for r in rows if r.facet == facet and r.status == "ok" and not math.isnan(r.values[metric][0])]
+    for facet, col in facet_metric.items():
+        ranked = [r for r in rows if r.facet == facet and r.status == "ok" and not math.isnan(r.values[col][0])]
         for i, row in enumerate(ranked, 1):
             row.rank = i
-        mark_ties(ranked, metric)
+            row.ranked_by = col
+        mark_ties(ranked, col)
     return rows
+
+
+def facet_metric_for(rows: list[Row], facet: tuple[str, str], metric: str) -> str:
+    """The metric one model × GPU section ranks by: the asked-for one, else (no run there has it, e.g. random
+    weights beside a scored section in a merged report) the first fallback it has values for."""
+    mine = [r for r in rows if r.facet == facet and r.status == "ok"]
+    for col in (metric, *FALLBACK):
+        if any(not math.isnan(r.values[col][0]) for r in mine):
+            return col
+    return metric
 
 
 def rank_text(row: Row) -> str:
@@ -541,6 +568,15 @@ def ranking_text(metric: str, note: str) -> str:
     return text + (f" ({note})" if note else "")
 
 
+def facet_ranking(rows: list[Row], facet: tuple[str, str], metric: str) -> str:
+    """A line when this section ranks by another metric than the report's (it has no values for that one)."""
+    used = next((r.ranked_by for r in rows if r.facet == facet and r.ranked_by), metric)
+    if used == metric:
+        return ""
+    label, higher = METRICS[used]
+    return f"Ranked here by {label} ({'higher' if higher else 'lower'} is better): no run in this section has {METRICS[metric][0]}."
+
+
 def did_not_finish(row: Row) -> str:
     """A failed/OOM row in one line: status, what set it apart, the memory model beside the GPU's size, the error."""
     parts = [status_text(row)]
@@ -694,6 +730,7 @@ def render_markdown(frame, rows: list[Row], metric: str, note: str, images: dict
     for facet in facets(frame):
         sub = frame[(frame["model"] == facet[0]) & (frame["gpu"] == facet[1])]
         lines += ["", f"## {facet_title(facet)}", "", f"**What wins here.** {what_wins(rows, facet)}", ""]
+        lines += [f"{facet_ranking(rows, facet, metric)}", ""] if facet_ranking(rows, facet, metric) else []
         lines += [f"- **{k}**: {v}" for k, v in conditions(sub)]
         header = ["rank", "method", "engine", "status", "seeds"] + [METRICS[c][0] for c in cols] + ["error"]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -720,9 +757,13 @@ TIE_NOTE = ("A rank written `=k` is tied with rank k: their means differ by less
 
 
 def sources_text(frame) -> str:
-    folders = list(dict.fromkeys(s.split(" (")[0] for s in frame["source"]))
-    names = distinct(frame, "run_name")
-    return f"`{names}`" if len(folders) == 1 else f"{len(folders)} results folders ({', '.join(f'`{f}`' for f in folders)})"
+    """`embedded-default` for one folder; for several, how many were merged and how many duplicate runs were dropped."""
+    folders = frame.attrs.get("folders") or list(dict.fromkeys(s.split(" (")[0] for s in frame["source"]))
+    if len(folders) == 1:
+        return f"`{distinct(frame, 'run_name')}`"
+    dropped = frame.attrs.get("duplicates", 0)
+    return (f"{len(folders)} results folders merged by run id ({dropped} duplicate run(s) counted once; each row's "
+            f"`source` names its folder): {', '.join(f'`{f}`' for f in folders)}")  # fmt: skip
 
 
 # -- entry points ---------------------------------------------------------------------------------------------------

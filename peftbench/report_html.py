@@ -203,19 +203,28 @@ def folklore_html(frame, rows: list[Row]) -> str:
             "row here speaks to (GB = 10⁹ bytes, as the claims count).</p><ul class='folk'>" + "".join(items) + "</ul>")  # fmt: skip
 
 
+def ranked_note(rows: list[Row], facet: tuple[str, str]) -> str:
+    used = next((r.ranked_by for r in rows if r.facet == facet and r.ranked_by), "")
+    if not used:
+        return "Not ranked: no run here has a value to rank by."
+    label, higher = METRICS[used]
+    return f"Ranked by {label} ({'higher' if higher else 'lower'} is better); =k: tied with rank k."
+
+
 def facet_section(frame, rows: list[Row], cols: list[str], facet: tuple[str, str]) -> str:
     sub = frame[(frame["model"] == facet[0]) & (frame["gpu"] == facet[1])]
     items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in conditions(sub))
     summary = esc(what_wins(rows, facet)).replace("**", "")
     return (f"<section class='facet' data-facet='{esc(facet_title(facet))}'><h3>{esc(facet_title(facet))}</h3>"
             f"<p class='wins'><b>What wins here.</b> {summary}</p>"
+            + f"<p class='muted'>{esc(ranked_note(rows, facet))}</p>"
             f"<div class='scroll'>{leaderboard_table(rows, cols, facet)}</div>"
             f"<details class='cond'><summary>Conditions these numbers hold under</summary><dl>{items}</dl></details>"
             "</section>")  # fmt: skip
 
 
 def page_title(frame) -> str:
-    folders = list(dict.fromkeys(str(v).split(" (")[0] for v in frame["source"]))
+    folders = frame.attrs.get("folders") or list(dict.fromkeys(str(v).split(" (")[0] for v in frame["source"]))
     if len(folders) > 1:
         return f"{len(folders)} results folders merged"
     return ", ".join(dict.fromkeys(frame.get("run_name", frame["model"]).fillna("?").astype(str)))

@@ -217,8 +217,11 @@ def plot_losses(path: Path, frame, recs: list[dict[str, Any]], colours: dict[str
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")
-        ax.set_title(f"Loss curves — {facet_title(facet)}", fontsize=10)
-        ax.legend(fontsize=8, ncol=2)
+        if len(seen) <= 16:
+            ax.set_title(f"Loss curves — {facet_title(facet)}", fontsize=10)
+            ax.legend(fontsize=8, ncol=2)
+        else:  # a legend of dozens of entries would squeeze the axes away; the HTML tables name every run
+            ax.set_title(f"Loss curves — {facet_title(facet)} ({len(seen)} points; no legend)", fontsize=10)
         ax.grid(alpha=0.3)
     fig.savefig(path)
     return True

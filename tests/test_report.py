@@ -404,7 +404,7 @@ def test_merge_folders_dedupe_and_provenance(hand_made, tmp_path):
     assert report.main([str(hand_made), str(other), "--out", str(out)]) == 0
     md = (out / "report.md").read_text()
     assert "## m7b on NVIDIA GeForce RTX 4090" in md and f"## m7b on {H100}" in md and f"## m7b on {A100}" in md
-    assert md.startswith("# peftbench leaderboard\n\n10 runs from 2 results folders")  # 9 + 1 new, the twin once
+    assert md.startswith("# peftbench leaderboard\n\n10 runs from 2 results folders merged by run id (1 duplicate")
     runs = (out / "runs.csv").read_text()
     assert f"duplicate in {other}" in runs and str(other) in runs
     assert (out / "index.html").read_text() == (out / "report.html").read_text()
