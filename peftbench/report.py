@@ -251,7 +251,8 @@ def variant_labels(frame, configs: list[dict[str, Any]], most: int = 4) -> list[
             rest = [k for k in differ if k not in chosen]
             if not rest:
                 break
-            chosen.append(max(rest, key=lambda k: (told(chosen + [k]), -rest.index(k))))
+            # most variants told apart; then an option every record has (one absent in older records is schema drift)
+            chosen.append(max(rest, key=lambda k: (told(chosen + [k]), all(k in configs[i] for i in idx), -rest.index(k))))
         unique = told(chosen) == len(variants)
         for i in idx:
             parts = [f"{option_name(k, k.endswith('.name'))}={shown_value(configs, i, k)}" for k in chosen]
@@ -429,7 +430,7 @@ def fmt_cell(row: Row, col: str) -> str:
         return "n/a†"
     text = fmt_number(mean, col)
     if text and row.n > 1 and not math.isnan(std):
-        spread = fmt_number(std, col) if col in GIB_COLUMNS or col == "trainable_params" or std >= 1000 else f"{std:.2g}"
+        spread = fmt_number(std, col) if col in GIB_COLUMNS or col == "trainable_params" or std >= 100 else f"{std:.2g}"
         text += f" ± {spread}"
     return text
 

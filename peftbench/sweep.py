@@ -34,7 +34,10 @@ class PrintResults(Callback):
         from peftbench.console import final_table
 
         print(f"\npeftbench results: {results_dir}/table.csv ({len(frame)} runs)", flush=True)
-        final_table(results_dir)
+        try:
+            final_table(results_dir)
+        except Exception as exc:  # noqa: BLE001 - the records are safe; the table is a view of them
+            log.error("results table not printed: %s: %s (the records and table.csv are written)", type(exc).__name__, exc)
         print(flush=True)
         if config.run.get("report", True):
             write_report(results_dir)
