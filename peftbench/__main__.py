@@ -28,13 +28,16 @@ from peftbench.paths import recipes_dir
 
 @hydra.main(version_base="1.3", config_path=str(recipes_dir()), config_name="config")
 def app(cfg: DictConfig) -> str:
+    from peftbench.console import LAST
     from peftbench.runner import run_point
 
     try:
-        status = run_point(cfg)["status"]
+        record = run_point(cfg)
     except BaseException:  # a point that ran and broke outside its own error handling is a failure, not a refusal
         sweep.STATUSES.append("failed")
         raise
+    LAST["record"] = record  # the Progress callback's result line reads it
+    status = record["status"]
     sweep.STATUSES.append(status)
     return status
 
@@ -135,6 +138,9 @@ def main() -> None:
     if problem:
         print(f"peftbench: {problem}", file=sys.stderr, flush=True)
         sys.exit(sweep.EXIT_REFUSED)
+    from peftbench.console import quiet_libraries
+
+    quiet_libraries()
     sys.argv += quiet_rank_overrides()
     try:
         app()

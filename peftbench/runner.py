@@ -19,7 +19,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from peftbench import __version__, checks, errors, data, distributed, engines, evaluate, memory, methods, models, profiles, records
+from peftbench import (
+    __version__, checks, console, data, distributed, engines, errors, evaluate, memory, methods, models, profiles, records,
+)
 
 log = logging.getLogger("peftbench")
 
@@ -30,17 +32,35 @@ INPUT_ERRORS = (
 )
 
 
+def own_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """`method_overrides` cut down to this point's method: another method's options are no part of this point."""
+    overrides = cfg.get("method_overrides")
+    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
+    name = cfg.method.name
+    return {name: overrides[name]} if overrides.get(name) else {}
+
+
 def method_config(cfg: DictConfig) -> dict[str, Any]:
     """The method's YAML plus the recipe's per-method overrides (e.g. the family sweep's BitFit biases)."""
     method = OmegaConf.to_container(cfg.method, resolve=True)
-    overrides = cfg.get("method_overrides")
-    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-    return {**method, **(overrides.get(method["name"]) or {})}
+    return {**method, **(own_overrides(cfg).get(method["name"]) or {})}
+
+
+def point_container(cfg: DictConfig) -> dict[str, Any]:
+    """The point's config as records keep it: `method_overrides` holds only this method's entry (the family sweep's
+    BitFit-only `add_biases` is not part of a LoRA point), so one point has one config whichever sweep ran it."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if "method_overrides" in container:
+        container["method_overrides"] = own_overrides(cfg)
+    return container
 
 
 def run_id_for(cfg: DictConfig) -> str:
-    """Stable id from everything that changes the result, so a rerun of the same point finds its record."""
-    container = OmegaConf.to_container(cfg, resolve=True)
+    """Stable id from everything that changes the result, so a rerun of the same point finds its record.
+
+    A point run alone (`method_overrides: {}`) keeps the id it always had; inside the family sweep it now gets the same
+    one (before, the sweep's BitFit-only override entered every method's id)."""
+    container = point_container(cfg)
     container.pop("run", None)
     if container.get("engine") == {"name": "peft"}:
         container.pop("engine")  # the default engine keeps the ids of records written before engines existed
@@ -263,7 +283,7 @@ def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
         "model_source": cfg.model.name_or_path,
         "dataset": cfg.data.name,
         "seed": cfg.train.seed,
-        "config": OmegaConf.to_container(cfg, resolve=True),
+        "config": point_container(cfg),
         "peftbench_version": __version__,
         "world_size": distributed.world_size(),
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),  # the GPU a parallel sweep pinned it to
@@ -284,6 +304,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     distributed.use_local_gpu()
     if torch.cuda.is_available():  # what earlier points of this process left allocated is inside this point's peak
         record["gpu_allocated_at_start_gib"] = torch.cuda.memory_allocated() / memory.GIB
+        record["gpu_total_gib"] = profiles.gpu_memory_gib()  # the capacity a failed row's predicted peak is read against
 
     t0 = time.perf_counter()
     unsloth = engines.name(cfg) == "unsloth"
@@ -343,6 +364,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     )
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
+    console.quiet_trainer(trainer)
     trainer.train()
     record.update(callback.record())  # first: the runner's own eval and save times below are after training
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
