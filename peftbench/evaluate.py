@@ -369,7 +369,6 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
     import traceback
 
     from peftbench import __version__
-    from peftbench.runner import release_memory
 
     record: dict[str, Any] = {
         "run_id": run_id,
@@ -403,7 +402,7 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
         record["traceback"] = traceback.format_exc(limit=8)
         log.error("%s: %s", run_id, record["error"])
     record["time_total_s"] = time.perf_counter() - start
-    release_memory()
+    models.release_memory()
     return record
 
 

@@ -337,3 +337,14 @@ def provenance(model_cfg: Any, model: Any) -> dict[str, Any]:
         info["model_folder_sha256"] = digest.hexdigest()[:16]
     info["model_revision"] = getattr(model.config, "_commit_hash", None) or model_cfg.get("revision")
     return info
+
+
+def release_memory() -> None:
+    """Free the finished point's tensors before the next point of an in-process sweep."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

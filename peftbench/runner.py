@@ -472,16 +472,5 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
         if main_rank:
             records.fault_point("before_record")
             records.write_record(results_dir, record)
-    release_memory()
+    models.release_memory()
     return record
-
-
-def release_memory() -> None:
-    """Free the finished point's tensors before the next point of an in-process sweep."""
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
