@@ -373,7 +373,7 @@ class PeftBenchCallback(TrainerCallback):
         """A watched call raised: write the record with what was measured, once; the caller re-raises."""
         if self.failure is not None or self._finished or self.clock is None:
             return
-        self.failure = errors.training_failure(exc)
+        self.failure = errors.failure_fields(exc)
         trainer = self._trainer
         args, state = getattr(trainer, "args", None), getattr(trainer, "state", None)
         model = getattr(trainer, "model", None)

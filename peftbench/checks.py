@@ -14,8 +14,10 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from peftbench.errors import InputError
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """One or more recipe options out of range, or a results folder that cannot be used; raised before any work."""
 
 

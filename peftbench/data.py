@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from peftbench.errors import InputError
 from peftbench.models import resolve_path
 
 log = logging.getLogger("peftbench")
@@ -24,7 +25,7 @@ MAX_LENGTH_POLICIES = ("error", "warn", "drop")
 SPLIT_KEYS = {"train": "path", "eval": "eval_file"}
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A dataset that cannot be read or mapped as configured; raised before any model loads."""
 
 

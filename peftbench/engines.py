@@ -29,6 +29,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from peftbench.errors import ChildFailed, Skipped
+
 log = logging.getLogger("peftbench")
 
 ENGINES = ("peft", "liger", "unsloth")
@@ -38,16 +40,11 @@ PINNED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bit
 CHILD_ENV = "PEFTBENCH_ENGINE_CHILD"  # set in the worker process: the point is already isolated
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(Skipped):
     """This engine cannot run this point on this machine; the point becomes a `skipped` row with this message."""
 
 
-class EngineChildError(RuntimeError):
-    """The engine's child process ended the point with a status other than ok (failed, oom, ...)."""
-
-    def __init__(self, status: str, message: str, child_traceback: str | None = None):
-        super().__init__(message)
-        self.status, self.child_traceback = status, child_traceback
+EngineChildError = ChildFailed  # the engine's child ended the point with a status other than ok
 
 
 def name(cfg: DictConfig) -> str:

