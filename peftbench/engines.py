@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,40 @@ from peftbench.errors import ChildFailed, Skipped
 
 log = logging.getLogger("peftbench")
 
-ENGINES = ("peft", "liger", "unsloth")
-EXTRA = {"liger": ("liger_kernel", "liger-kernel"), "unsloth": ("unsloth", "unsloth")}  # engine -> (module, dist)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What an engine is, as facts the runner, the profiles and the memory model read (never its name)."""
+
+    name: str
+    dist: str  # the distribution whose version the record names
+    module: str | None = None  # the module an extra installs (None: part of peftbench's own dependencies)
+    needs_gpu: str | None = None  # why it needs a CUDA GPU, or None
+    child_process: bool = False  # must be imported before transformers: each point trains in a fresh process
+    loads_model: bool = False  # loads the model and sets up the adapter itself (not models.load_model + PEFT)
+    own_checkpointing: bool = False  # sets up its own gradient checkpointing with the model
+    liger: bool = False  # applies Liger's kernels through TRL's use_liger_kernel
+    keeps_trl_loss: bool = False  # patches the trainer: TRL's own compute_loss, not peftbench's lean one
+    default_profile_only: bool = False  # the fast profile's kernels and checkpointing would replace its own
+    single_process: bool = False  # one GPU only
+    pins: tuple[str, ...] = ()  # distributions whose version pins must hold (engine.check_versions=false skips)
+    modelled: bool = True  # the memory model describes its memory
+    method_fact: str | None = None  # the Method registry field saying whether it runs a method (None: every method)
+
+
+REGISTRY: dict[str, Engine] = {
+    e.name: e
+    for e in [
+        Engine("peft", dist="peft"),
+        Engine("liger", dist="liger-kernel", module="liger_kernel", needs_gpu="Liger's Triton kernels need",
+               liger=True),
+        Engine("unsloth", dist="unsloth", module="unsloth", needs_gpu="unsloth needs", child_process=True,
+               loads_model=True, own_checkpointing=True, keeps_trl_loss=True, default_profile_only=True,
+               single_process=True, pins=("unsloth", "unsloth_zoo"), modelled=False, method_fact="unsloth"),
+    ]
+}  # fmt: skip
+ENGINES = tuple(REGISTRY)
 # Libraries whose versions unsloth pins (its METADATA); a mismatch is refused unless engine.check_versions=false.
 PINNED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes")
 CHILD_ENV = "PEFTBENCH_ENGINE_CHILD"  # set in the worker process: the point is already isolated
@@ -52,9 +85,13 @@ def name(cfg: DictConfig) -> str:
     return str(engine.get("name", "peft")) if engine else "peft"
 
 
-def installed(engine: str) -> bool:
-    module = EXTRA.get(engine, (None,))[0]
-    return module is None or importlib.util.find_spec(module) is not None
+def get(cfg: DictConfig) -> Engine:
+    """The point's engine (check() has refused an unknown name before anything asks)."""
+    return REGISTRY[name(cfg)]
+
+
+def installed(engine: Engine) -> bool:
+    return engine.module is None or importlib.util.find_spec(engine.module) is not None
 
 
 def has_gpu() -> bool:
@@ -63,12 +100,12 @@ def has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def runs_method(method_name: str) -> bool:
-    """unsloth's FastLanguageModel has a path for LoRA-type adapters (LoRA, QLoRA, DoRA, rsLoRA, PiSSA, LoRA+) and
-    full fine-tuning with AdamW: the registry entry's `unsloth` fact."""
+def runs_method(engine: Engine, method_name: str) -> bool:
+    """Whether the engine has a path for the method: the Method registry's fact the engine names (unsloth's
+    FastLanguageModel: LoRA-type adapters and full fine-tuning with AdamW), else every method."""
     from peftbench.methods import get_method
 
-    return get_method(method_name).unsloth
+    return engine.method_fact is None or bool(getattr(get_method(method_name), engine.method_fact))
 
 
 def version_conflicts(dist: str, names: tuple[str, ...] = PINNED) -> list[str]:
@@ -95,35 +132,40 @@ def version_conflicts(dist: str, names: tuple[str, ...] = PINNED) -> list[str]:
 
 def unavailable_reason(cfg: DictConfig, method_name: str) -> str | None:
     """Why this engine cannot run this point here (the message names the fix), or None if it can."""
-    engine = name(cfg)
+    engine = get(cfg)
     profile = (cfg.get("profile") or {}).get("name", "default")
-    if engine == "unsloth":
-        if not runs_method(method_name):
-            return (f"engine=unsloth cannot run method={method_name}: unsloth's FastLanguageModel sets up LoRA-type "
-                    f"adapters (lora, qlora, dora, rslora, pissa, loraplus) and full fine-tuning only. "
-                    f"Run method={method_name} with engine=peft or engine=liger.")  # fmt: skip
-        if profile != "default":
-            return (f"engine=unsloth with profile={profile}: the profile's Liger kernels and checkpointing choice "
-                    f"would replace unsloth's own. Use profile=default with engine=unsloth.")  # fmt: skip
+    if not runs_method(engine, method_name):
+        runnable = ", ".join(m for m in method_names() if runs_method(engine, m))
+        return (f"engine={engine.name} cannot run method={method_name}: it has a path for {runnable} only. "
+                f"Run method={method_name} with engine=peft or engine=liger.")  # fmt: skip
+    if engine.default_profile_only and profile != "default":
+        return (f"engine={engine.name} with profile={profile}: the profile's Liger kernels and checkpointing choice "
+                f"would replace {engine.name}'s own. Use profile=default with engine={engine.name}.")  # fmt: skip
+    if engine.single_process:
         from peftbench import distributed
 
         if distributed.world_size() > 1:
-            return "engine=unsloth runs on one GPU in peftbench; under torchrun/accelerate use engine=peft or liger."
-    if engine in ("liger", "unsloth") and not has_gpu():
-        what = "Liger's Triton kernels need" if engine == "liger" else "unsloth needs"
-        return (f"engine={engine}: {what} a CUDA GPU, and this machine has none (torch.cuda.is_available() is "
-                f"False). Run this point on a GPU machine, or use engine=peft.")  # fmt: skip
+            return (f"engine={engine.name} runs on one GPU in peftbench; under torchrun/accelerate use engine=peft "
+                    f"or liger.")  # fmt: skip
+    if engine.needs_gpu and not has_gpu():
+        return (f"engine={engine.name}: {engine.needs_gpu} a CUDA GPU, and this machine has none "
+                f"(torch.cuda.is_available() is False). Run this point on a GPU machine, or use engine=peft.")  # fmt: skip
     if not installed(engine):
-        module, dist = EXTRA[engine]
-        return (f"engine={engine}: the `{module}` package is not installed. Install the extra: "
-                f'pip install "peftbench[{engine}]" ({dist}), or use engine=peft.')  # fmt: skip
-    if engine == "unsloth" and cfg.engine.get("check_versions", True):
-        conflicts = version_conflicts("unsloth") + version_conflicts("unsloth_zoo")
+        return (f"engine={engine.name}: the `{engine.module}` package is not installed. Install the extra: "
+                f'pip install "peftbench[{engine.name}]" ({engine.dist}), or use engine=peft.')  # fmt: skip
+    if engine.pins and cfg.engine.get("check_versions", True):
+        conflicts = [c for dist in engine.pins for c in version_conflicts(dist)]
         if conflicts:
-            return (f"engine=unsloth: installed versions outside unsloth's pins: {'; '.join(conflicts)}. "
-                    f'Fix: pip install "peftbench[unsloth]" in a fresh environment (it resolves versions unsloth '
-                    f"accepts), or set engine.check_versions=false to try anyway (unsupported by unsloth).")  # fmt: skip
+            return (f"engine={engine.name}: installed versions outside its pins: {'; '.join(conflicts)}. "
+                    f'Fix: pip install "peftbench[{engine.name}]" in a fresh environment (it resolves versions '
+                    f"{engine.name} accepts), or set engine.check_versions=false to try anyway.")  # fmt: skip
     return None
+
+
+def method_names() -> list[str]:
+    from peftbench.methods import REGISTRY as METHODS
+
+    return list(METHODS)
 
 
 def check(cfg: DictConfig, method_name: str) -> None:
@@ -140,13 +182,12 @@ def check(cfg: DictConfig, method_name: str) -> None:
 
 def uses_liger(cfg: DictConfig) -> bool:
     """Liger kernels for this point: engine=liger, or a profile that asks for them (profile=fast): one code path."""
-    return name(cfg) == "liger" or bool((cfg.get("profile") or {}).get("use_liger_kernel"))
+    return get(cfg).liger or bool((cfg.get("profile") or {}).get("use_liger_kernel"))
 
 
 def version(engine: str) -> str | None:
-    dist = {"peft": "peft", "liger": "liger-kernel", "unsloth": "unsloth"}[engine]
     try:
-        return importlib.metadata.version(dist)
+        return importlib.metadata.version(REGISTRY[engine].dist)
     except importlib.metadata.PackageNotFoundError:
         return None
 
@@ -170,7 +211,7 @@ def trainer_settings(cfg: DictConfig, args: Any, model: Any) -> dict[str, Any]:
     """What the record says about the engine once the trainer is built (peft and liger; unsloth adds its own)."""
     info: dict[str, Any] = {"engine_version": version(name(cfg))}
     gc = bool(args.gradient_checkpointing)
-    if gc and name(cfg) != "unsloth":
+    if gc and not get(cfg).own_checkpointing:
         reentrant = (args.gradient_checkpointing_kwargs or {}).get("use_reentrant")
         info["engine_gradient_checkpointing"] = f"transformers (use_reentrant={reentrant})"
     elif not gc:
@@ -315,7 +356,7 @@ def fused_lora_summary(model: Any) -> str:
 
 # -- the child process ----------------------------------------------------------------------------------------------
 def needs_child(cfg: DictConfig) -> bool:
-    return name(cfg) == "unsloth" and os.environ.get(CHILD_ENV) != "1"
+    return get(cfg).child_process and os.environ.get(CHILD_ENV) != "1"
 
 
 def train_in_child(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:

@@ -37,9 +37,10 @@ def bf16_adapters(cfg: DictConfig, method_cfg: dict[str, Any]) -> bool:
 
 def trl_step_metrics(cfg: DictConfig) -> bool:
     """Whether training runs TRL's step as it is: its entropy/token-accuracy logs and its fused head's gathering of
-    labelled positions, each a host read (peftbench.trainer). unsloth's patched trainer keeps TRL's compute_loss."""
+    labelled positions, each a host read (peftbench.trainer). An engine that patches the trainer (unsloth) keeps TRL's
+    compute_loss."""
     profile = cfg.get("profile") or {}
-    return bool(profile.get("trl_step_metrics", True)) or engines.name(cfg) == "unsloth"
+    return bool(profile.get("trl_step_metrics", True)) or engines.get(cfg).keeps_trl_loss
 
 
 def gpu_memory_gib() -> float | None:
@@ -57,7 +58,7 @@ def choose(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> tuple[d
     info: dict[str, Any] = {"profile": profile.get("name", "default")}
     if engines.uses_liger(cfg):  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel
         out["use_liger_kernel"] = True
-    if engines.name(cfg) == "unsloth":  # unsloth's own checkpointing was set up with the model (engine.gradient_checkpointing)
+    if engines.get(cfg).own_checkpointing:  # set up with the model (unsloth: engine.gradient_checkpointing)
         info["profile_choices"] = dict(out)
         return out, info
     if profile.get("gradient_checkpointing") == "auto":

@@ -302,10 +302,10 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         record["gpu_total_gib"] = profiles.gpu_memory_gib()  # the capacity a failed row's predicted peak is read against
 
     t0 = time.perf_counter()
-    unsloth = engines.name(cfg) == "unsloth"
+    engine = engines.get(cfg)
     seq_len = data.sequence_length(cfg)
     bf16_adapters = profiles.bf16_adapters(cfg, method_cfg)
-    if unsloth:  # FastLanguageModel loads the model and sets up the adapter (engines.unsloth_load)
+    if engine.loads_model:  # unsloth's FastLanguageModel loads the model and sets up the adapter (engines.unsloth_load)
         model, tokenizer, engine_info = engines.unsloth_load(cfg, method_cfg, seq_len)
         record.update(engine_info)
     else:
@@ -315,13 +315,13 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         model = models.load_model(cfg.model, methods.quantization_config(method_cfg), vocab_size=len(tokenizer))
     record.update(models.provenance(cfg.model, model))
     record["vocab_size"] = model.config.vocab_size
-    if unsloth or data.is_synthetic(cfg.data):
+    if engine.loads_model or data.is_synthetic(cfg.data):
         train_set, eval_set, data_fields = load_data(cfg, method_cfg, tokenizer, model.config.vocab_size)
     record.update(data_fields)
     record["dataset_fingerprint"] = data.fingerprint(train_set)
     record["time_load_s"] = time.perf_counter() - t0
 
-    if not unsloth:
+    if not engine.loads_model:
         record["method_info"] = methods.prepare_model(model, method_cfg)
         tokenizer_folder = (
             None if data.uses_stand_in_tokenizer(cfg)
@@ -335,7 +335,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
     record.update(profile_info)
     args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
-    if not unsloth:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
+    if engine.modelled:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
                                              bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
                                              bf16_adapters))  # fmt: skip

@@ -117,3 +117,47 @@ def test_the_checker_sees_imports_inside_functions(tmp_path):
 @pytest.mark.parametrize("name", ["metrics", "records", "errors"])
 def test_the_ground_floor_imports_nothing_of_peftbench(name):
     assert graph()[name] == set()
+
+
+# -- registries carry facts: the modules that dispatch on a method or an engine never compare its name --------------
+DISPATCHERS = ["runner", "profiles", "memory", "callback", "sweep", "checks", "evaluate", "data", "models", "trainer"]
+
+
+def name_comparisons(path: Path, names: set[str]) -> list[str]:
+    """`x == "unsloth"`, `name in ("lora", "dora")`...: comparisons with a registered name as a string literal."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Compare) or not any(names_a_name(side) for side in [node.left, *node.comparators]):
+            continue
+        for side in [node.left, *node.comparators]:
+            literals = side.elts if isinstance(side, (ast.Tuple, ast.List, ast.Set)) else [side]
+            for lit in literals:
+                if isinstance(lit, ast.Constant) and lit.value in names:
+                    found.append(f"{path.name}:{node.lineno} compares with {lit.value!r}")
+    return found
+
+
+def names_a_name(node: ast.AST) -> bool:
+    """A method's or engine's name: `engines.name(cfg)`, `method_cfg["name"]`, `x.name`, `name`, `engine`, `method`."""
+    if isinstance(node, ast.Call):
+        return names_a_name(node.func)
+    if isinstance(node, ast.Subscript):
+        return isinstance(node.slice, ast.Constant) and node.slice.value == "name"
+    word = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
+    return word in ("name", "engine", "method", "method_name", "engine_name")
+
+
+def test_the_name_check_sees_comparisons_of_names(tmp_path):
+    source = tmp_path / "x.py"
+    source.write_text('if engines.name(cfg) == "unsloth": pass\nif method_cfg["name"] in ("lora", "dora"): pass\n'
+                      'if method.activations == "lora": pass\n')  # fmt: skip
+    assert name_comparisons(source, {"unsloth", "lora", "dora"}) == [
+        "x.py:1 compares with 'unsloth'", "x.py:2 compares with 'lora'", "x.py:2 compares with 'dora'"]
+
+
+def test_dispatch_reads_registry_facts_not_names():
+    from peftbench import engines, methods
+
+    names = set(engines.REGISTRY) | set(methods.REGISTRY)
+    found = [hit for mod in DISPATCHERS for hit in name_comparisons(PACKAGE / f"{mod}.py", names)]
+    assert not found, "put the fact on the registry entry instead:\n" + "\n".join(found)
