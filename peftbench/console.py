@@ -90,7 +90,8 @@ class Progress(Callback):
 
     def __init__(self) -> None:
         self.total: int | None = None
-        self.start: float | None = None
+        self.start: float | None = None  # the multirun's start (validation of every point comes before the first)
+        self.first: float | None = None  # when this process started its first point: the ETA's clock
         self.varying: set[str] = set()
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -128,13 +129,15 @@ class Progress(Callback):
         what = " ".join(overrides) or f"method={config.method.name}"
         timing = ""
         if self.start is not None:
-            elapsed = time.time() - self.start
+            now = time.time()
+            self.first = self.first or now
             try:
                 done = len(list(Path(str(config.hydra.sweep.dir)).rglob(STATUS_FILE)))
             except Exception:  # noqa: BLE001
                 done = 0
-            eta = clock(elapsed / done * (self.total - done)) if done and self.total else "after the first point"
-            timing = f" · elapsed {clock(elapsed)} · ETA {eta}"
+            per_point = (now - self.first) / done if done else None  # from the points run, not the validation
+            eta = clock(per_point * (self.total - done)) if per_point and self.total else "after the first point"
+            timing = f" · elapsed {clock(now - self.start)} · ETA {eta}"
         say(f"point {k}{of}: {what}{timing}")
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
