@@ -23,7 +23,7 @@ PREFIX = "peftbench"
 
 # (category, message regex): deprecation notices about the libraries' own internals, which a user cannot act on
 NOISE = [
-    (FutureWarning, r".*is deprecated and will be removed in v\d"),  # transformers 5: gradient_checkpointing renames
+    (FutureWarning, r".*is deprecated and will be removed in (v|version )\d"),  # transformers 5 renames (gradient_checkpointing, past_key_values)
     (DeprecationWarning, r".*"),
     (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),  # torch DataLoader on a CPU
     (UserWarning, r".*torch_dtype.* is deprecated"),
