@@ -12,8 +12,10 @@ from typing import Any
 
 import torch
 
+from peftbench.errors import InputError
 
-class LaunchError(ValueError):
+
+class LaunchError(InputError):
     """A recipe that needs another launch than the one it got (e.g. FSDP in a single process)."""
 
 

@@ -6,7 +6,7 @@
 - `unsloth`: unsloth's `FastLanguageModel` loads the model and sets up the adapter (its fused LoRA kernels, its
   offloaded gradient checkpointing); the same SFTTrainer and callback measure it. unsloth patches transformers, TRL
   and PEFT when imported and must come before them, so each unsloth point runs in a child process that imports it
-  first (`python -m peftbench.engines worker`); the sweep's own process never imports it, so peft/liger points
+  first (`python -m peftbench.worker train`); the sweep's own process never imports it, so peft/liger points
   around it stay stock.
 
 A point an engine cannot run here (extra not installed, no GPU, a method it has no path for, versions its pins
@@ -24,30 +24,60 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from peftbench.errors import ChildFailed, Skipped
+
 log = logging.getLogger("peftbench")
 
-ENGINES = ("peft", "liger", "unsloth")
-EXTRA = {"liger": ("liger_kernel", "liger-kernel"), "unsloth": ("unsloth", "unsloth")}  # engine -> (module, dist)
+
+
+@dataclass(frozen=True)
+class Engine:
+    """What an engine is, as facts the runner, the profiles and the memory model read (never its name)."""
+
+    name: str
+    dist: str  # the distribution whose version the record names
+    module: str | None = None  # the module an extra installs (None: part of peftbench's own dependencies)
+    needs_gpu: str | None = None  # why it needs a CUDA GPU, or None
+    child_process: bool = False  # must be imported before transformers: each point trains in a fresh process
+    loads_model: bool = False  # loads the model and sets up the adapter itself (not models.load_model + PEFT)
+    own_checkpointing: bool = False  # sets up its own gradient checkpointing with the model
+    liger: bool = False  # applies Liger's kernels through TRL's use_liger_kernel
+    keeps_trl_loss: bool = False  # patches the trainer: TRL's own compute_loss, not peftbench's lean one
+    default_profile_only: bool = False  # the fast profile's kernels and checkpointing would replace its own
+    single_process: bool = False  # one GPU only
+    pins: tuple[str, ...] = ()  # distributions whose version pins must hold (engine.check_versions=false skips)
+    modelled: bool = True  # the memory model describes its memory
+    method_fact: str | None = None  # the Method registry field saying whether it runs a method (None: every method)
+
+
+REGISTRY: dict[str, Engine] = {
+    e.name: e
+    for e in [
+        Engine("peft", dist="peft"),
+        Engine("liger", dist="liger-kernel", module="liger_kernel", needs_gpu="Liger's Triton kernels need",
+               liger=True),
+        Engine("unsloth", dist="unsloth", module="unsloth", needs_gpu="unsloth needs", child_process=True,
+               loads_model=True, own_checkpointing=True, keeps_trl_loss=True, default_profile_only=True,
+               single_process=True, pins=("unsloth", "unsloth_zoo"), modelled=False, method_fact="unsloth"),
+    ]
+}  # fmt: skip
+ENGINES = tuple(REGISTRY)
 # Libraries whose versions unsloth pins (its METADATA); a mismatch is refused unless engine.check_versions=false.
 PINNED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes")
 CHILD_ENV = "PEFTBENCH_ENGINE_CHILD"  # set in the worker process: the point is already isolated
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(Skipped):
     """This engine cannot run this point on this machine; the point becomes a `skipped` row with this message."""
 
 
-class EngineChildError(RuntimeError):
-    """The engine's child process ended the point with a status other than ok (failed, oom, ...)."""
-
-    def __init__(self, status: str, message: str, child_traceback: str | None = None):
-        super().__init__(message)
-        self.status, self.child_traceback = status, child_traceback
+EngineChildError = ChildFailed  # the engine's child ended the point with a status other than ok
 
 
 def name(cfg: DictConfig) -> str:
@@ -55,9 +85,13 @@ def name(cfg: DictConfig) -> str:
     return str(engine.get("name", "peft")) if engine else "peft"
 
 
-def installed(engine: str) -> bool:
-    module = EXTRA.get(engine, (None,))[0]
-    return module is None or importlib.util.find_spec(module) is not None
+def get(cfg: DictConfig) -> Engine:
+    """The point's engine (check() has refused an unknown name before anything asks)."""
+    return REGISTRY[name(cfg)]
+
+
+def installed(engine: Engine) -> bool:
+    return engine.module is None or importlib.util.find_spec(engine.module) is not None
 
 
 def has_gpu() -> bool:
@@ -66,13 +100,12 @@ def has_gpu() -> bool:
     return torch.cuda.is_available()
 
 
-def runs_method(method_name: str) -> bool:
-    """unsloth's FastLanguageModel has a path for LoRA-type adapters (LoRA, QLoRA, DoRA, rsLoRA, PiSSA, LoRA+) and
-    full fine-tuning; IA3, prompt/prefix tuning, VeRA and BitFit have none."""
+def runs_method(engine: Engine, method_name: str) -> bool:
+    """Whether the engine has a path for the method: the Method registry's fact the engine names (unsloth's
+    FastLanguageModel: LoRA-type adapters and full fine-tuning with AdamW), else every method."""
     from peftbench.methods import get_method
 
-    method = get_method(method_name)
-    return method.peft_type == "LORA" or method.trains == "all"
+    return engine.method_fact is None or bool(getattr(get_method(method_name), engine.method_fact))
 
 
 def version_conflicts(dist: str, names: tuple[str, ...] = PINNED) -> list[str]:
@@ -99,35 +132,40 @@ def version_conflicts(dist: str, names: tuple[str, ...] = PINNED) -> list[str]:
 
 def unavailable_reason(cfg: DictConfig, method_name: str) -> str | None:
     """Why this engine cannot run this point here (the message names the fix), or None if it can."""
-    engine = name(cfg)
+    engine = get(cfg)
     profile = (cfg.get("profile") or {}).get("name", "default")
-    if engine == "unsloth":
-        if not runs_method(method_name):
-            return (f"engine=unsloth cannot run method={method_name}: unsloth's FastLanguageModel sets up LoRA-type "
-                    f"adapters (lora, qlora, dora, rslora, pissa, loraplus) and full fine-tuning only. "
-                    f"Run method={method_name} with engine=peft or engine=liger.")  # fmt: skip
-        if profile != "default":
-            return (f"engine=unsloth with profile={profile}: the profile's Liger kernels and checkpointing choice "
-                    f"would replace unsloth's own. Use profile=default with engine=unsloth.")  # fmt: skip
+    if not runs_method(engine, method_name):
+        runnable = ", ".join(m for m in method_names() if runs_method(engine, m))
+        return (f"engine={engine.name} cannot run method={method_name}: it has a path for {runnable} only. "
+                f"Run method={method_name} with engine=peft or engine=liger.")  # fmt: skip
+    if engine.default_profile_only and profile != "default":
+        return (f"engine={engine.name} with profile={profile}: the profile's Liger kernels and checkpointing choice "
+                f"would replace {engine.name}'s own. Use profile=default with engine={engine.name}.")  # fmt: skip
+    if engine.single_process:
         from peftbench import distributed
 
         if distributed.world_size() > 1:
-            return "engine=unsloth runs on one GPU in peftbench; under torchrun/accelerate use engine=peft or liger."
-    if engine in ("liger", "unsloth") and not has_gpu():
-        what = "Liger's Triton kernels need" if engine == "liger" else "unsloth needs"
-        return (f"engine={engine}: {what} a CUDA GPU, and this machine has none (torch.cuda.is_available() is "
-                f"False). Run this point on a GPU machine, or use engine=peft.")  # fmt: skip
+            return (f"engine={engine.name} runs on one GPU in peftbench; under torchrun/accelerate use engine=peft "
+                    f"or liger.")  # fmt: skip
+    if engine.needs_gpu and not has_gpu():
+        return (f"engine={engine.name}: {engine.needs_gpu} a CUDA GPU, and this machine has none "
+                f"(torch.cuda.is_available() is False). Run this point on a GPU machine, or use engine=peft.")  # fmt: skip
     if not installed(engine):
-        module, dist = EXTRA[engine]
-        return (f"engine={engine}: the `{module}` package is not installed. Install the extra: "
-                f'pip install "peftbench[{engine}]" ({dist}), or use engine=peft.')  # fmt: skip
-    if engine == "unsloth" and cfg.engine.get("check_versions", True):
-        conflicts = version_conflicts("unsloth") + version_conflicts("unsloth_zoo")
+        return (f"engine={engine.name}: the `{engine.module}` package is not installed. Install the extra: "
+                f'pip install "peftbench[{engine.name}]" ({engine.dist}), or use engine=peft.')  # fmt: skip
+    if engine.pins and cfg.engine.get("check_versions", True):
+        conflicts = [c for dist in engine.pins for c in version_conflicts(dist)]
         if conflicts:
-            return (f"engine=unsloth: installed versions outside unsloth's pins: {'; '.join(conflicts)}. "
-                    f'Fix: pip install "peftbench[unsloth]" in a fresh environment (it resolves versions unsloth '
-                    f"accepts), or set engine.check_versions=false to try anyway (unsupported by unsloth).")  # fmt: skip
+            return (f"engine={engine.name}: installed versions outside its pins: {'; '.join(conflicts)}. "
+                    f'Fix: pip install "peftbench[{engine.name}]" in a fresh environment (it resolves versions '
+                    f"{engine.name} accepts), or set engine.check_versions=false to try anyway.")  # fmt: skip
     return None
+
+
+def method_names() -> list[str]:
+    from peftbench.methods import REGISTRY as METHODS
+
+    return list(METHODS)
 
 
 def check(cfg: DictConfig, method_name: str) -> None:
@@ -144,13 +182,12 @@ def check(cfg: DictConfig, method_name: str) -> None:
 
 def uses_liger(cfg: DictConfig) -> bool:
     """Liger kernels for this point: engine=liger, or a profile that asks for them (profile=fast): one code path."""
-    return name(cfg) == "liger" or bool((cfg.get("profile") or {}).get("use_liger_kernel"))
+    return get(cfg).liger or bool((cfg.get("profile") or {}).get("use_liger_kernel"))
 
 
 def version(engine: str) -> str | None:
-    dist = {"peft": "peft", "liger": "liger-kernel", "unsloth": "unsloth"}[engine]
     try:
-        return importlib.metadata.version(dist)
+        return importlib.metadata.version(REGISTRY[engine].dist)
     except importlib.metadata.PackageNotFoundError:
         return None
 
@@ -174,7 +211,7 @@ def trainer_settings(cfg: DictConfig, args: Any, model: Any) -> dict[str, Any]:
     """What the record says about the engine once the trainer is built (peft and liger; unsloth adds its own)."""
     info: dict[str, Any] = {"engine_version": version(name(cfg))}
     gc = bool(args.gradient_checkpointing)
-    if gc and name(cfg) != "unsloth":
+    if gc and not get(cfg).own_checkpointing:
         reentrant = (args.gradient_checkpointing_kwargs or {}).get("use_reentrant")
         info["engine_gradient_checkpointing"] = f"transformers (use_reentrant={reentrant})"
     elif not gc:
@@ -319,7 +356,7 @@ def fused_lora_summary(model: Any) -> str:
 
 # -- the child process ----------------------------------------------------------------------------------------------
 def needs_child(cfg: DictConfig) -> bool:
-    return name(cfg) == "unsloth" and os.environ.get(CHILD_ENV) != "1"
+    return get(cfg).child_process and os.environ.get(CHILD_ENV) != "1"
 
 
 def train_in_child(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
@@ -330,7 +367,7 @@ def train_in_child(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))))
         rec_path.write_text(json.dumps(record, default=str))
         env = {**os.environ, CHILD_ENV: "1"}
-        command = [sys.executable, "-m", "peftbench.engines", "worker", str(cfg_path), str(rec_path), str(out_path)]
+        command = [sys.executable, "-m", "peftbench.worker", "train", str(cfg_path), str(rec_path), str(out_path)]
         log.info("engine=%s: training in a child process (%s)", name(cfg), " ".join(command[1:4]))
         proc = subprocess.run(command, env=env, check=False)
         if not out_path.exists():
@@ -340,47 +377,3 @@ def train_in_child(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     if result["status"] != "ok":
         raise EngineChildError(result["status"], result["error"], result.get("traceback"))
     return result["record"]
-
-
-def worker(cfg_path: str, rec_path: str, out_path: str) -> int:
-    """The child: import the engine first, then the runner's train_point; write {status, record|error}."""
-    import traceback
-
-    info = import_unsloth()
-    from peftbench import records, runner
-
-    cfg = OmegaConf.create(json.loads(json.dumps(OmegaConf.to_container(OmegaConf.load(cfg_path)))))
-    record = json.loads(Path(rec_path).read_text())
-    record.update(info)
-    try:
-        record = runner.train_point(cfg, record)
-        result = {"status": "ok", "record": record}
-    except Exception as exc:  # noqa: BLE001 - the parent writes the row; the child reports what happened
-        status = runner.failure_status(exc)
-        result = {"status": status, "error": str(exc) if status == "invalid" else f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc(limit=8)}  # fmt: skip
-    records.atomic_write_text(Path(out_path), json.dumps(result, default=str))
-    return 0
-
-
-def checkpoint_main(overrides: list[str]) -> int:
-    """`python -m peftbench.engines checkpoint OVERRIDES...`: write (or find) the random-init checkpoint of a recipe
-    and print its folder, e.g. for scripts/unsloth_direct.py."""
-    from hydra import compose, initialize_config_dir
-
-    from peftbench import data
-    from peftbench.paths import recipes_dir
-
-    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    print(random_checkpoint(cfg.model, data.tokenizer_for(cfg)))
-    return 0
-
-
-if __name__ == "__main__":
-    usage = "usage: python -m peftbench.engines worker CFG RECORD OUT | checkpoint [OVERRIDES...]"
-    if len(sys.argv) >= 2 and sys.argv[1] == "worker" and len(sys.argv) == 5:
-        sys.exit(worker(*sys.argv[2:]))
-    if len(sys.argv) >= 2 and sys.argv[1] == "checkpoint":
-        sys.exit(checkpoint_main(sys.argv[2:]))
-    sys.exit(usage)

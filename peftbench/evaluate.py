@@ -20,6 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench import models, records
+from peftbench.errors import InputError
 
 log = logging.getLogger("peftbench")
 
@@ -27,7 +28,7 @@ SHIPPED_TASKS = Path(__file__).parent / "tasks"
 DATA_SCHEME = "data://"  # a file under eval.data_dir (default $PEFTBENCH_DATA or ../shared/data)
 
 
-class EvalError(ValueError):
+class EvalError(InputError):
     """An evaluation that cannot run as configured (unknown task, missing data file); raised before weights load."""
 
 
@@ -310,8 +311,25 @@ def base_key(cfg: DictConfig) -> str:
         "eval": {k: v for k, v in eval_cfg.items() if k not in ("data_dir", "base", "on_random_init")},
         "tasks": task_content,
         "lm_eval": getattr(lm_eval, "__version__", None),
+        "versions": base_versions(),  # a base row scored under other torch/transformers/peft/trl is not reused
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+BASE_LIBRARIES = ("torch", "transformers", "peft", "trl", "lm_eval")
+
+
+def base_versions() -> dict[str, str | None]:
+    """The installed versions a base score depends on (read from package metadata, nothing imported)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in BASE_LIBRARIES:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def base_run_id(cfg: DictConfig) -> str:
@@ -331,6 +349,10 @@ def ensure_base(cfg: DictConfig) -> dict[str, Any] | None:
     run_id = base_run_id(cfg)
     with records.locked(results_dir, name=f".{run_id}.lock"):
         cached = records.finished_record(results_dir, run_id)
+        if cached and cached.get("status") == "ok" and cached.get("base_versions", base_versions()) != base_versions():
+            log.info("base scores in %s were evaluated under %s, not %s: evaluating again", results_dir / run_id,
+                     cached.get("base_versions"), base_versions())  # fmt: skip
+            cached = None
         if cached and cached.get("status") == "ok":
             log.info("base scores: cached in %s", results_dir / run_id)
             return cached
@@ -348,7 +370,6 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
     import traceback
 
     from peftbench import __version__
-    from peftbench.runner import release_memory
 
     record: dict[str, Any] = {
         "run_id": run_id,
@@ -365,6 +386,7 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
             "eval": OmegaConf.to_container(cfg.eval, resolve=True),
         },
         "peftbench_version": __version__,
+        "base_versions": base_versions(),
     }
     start = time.perf_counter()
     try:
@@ -381,7 +403,7 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
         record["traceback"] = traceback.format_exc(limit=8)
         log.error("%s: %s", run_id, record["error"])
     record["time_total_s"] = time.perf_counter() - start
-    release_memory()
+    models.release_memory()
     return record
 
 

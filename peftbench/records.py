@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import re
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,21 @@ LEAD_COLUMNS = [
     "step_time_median_s", "mfu", "trainable_params", "trainable_pct", "adapter_mb", "train_loss", "eval_loss",
     "time_train_s", "precision", "gpu_name", "quality_valid", "error",
 ]  # fmt: skip
+
+
+FAULT_ENV = "PEFTBENCH_FAULT"  # test-only (tests/test_faults.py): the phase at which fault_point kills this process
+
+
+def fault_point(phase: str) -> None:
+    """Test-only: SIGKILL this process here when PEFTBENCH_FAULT names `phase`, so tests place a crash exactly.
+
+    Phases: `adapter_save` (the adapter's files are in its temp folder, not yet renamed to `adapter/`),
+    `before_record` (the point ran, no record yet), `temp:<file>` (a temp copy of `<file>` is written, not yet
+    renamed over it: record.json, table.parquet, table.csv), `between_record_and_table` (the record is written, the
+    table not yet rebuilt). Unset, as in every real run, it does nothing.
+    """
+    if os.environ.get(FAULT_ENV) == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 class RecordVersionError(ValueError):
@@ -79,6 +95,8 @@ def sync_tree(path: Path) -> None:
     """fsync every file and folder under `path` (an adapter before its record says it exists)."""
     if not path.exists():
         return
+    if path.name.endswith(TEMP_SUFFIX):  # only the adapter save syncs a temp folder (callback.save_trained_weights)
+        fault_point("adapter_save")
     for p in sorted(path.rglob("*"), reverse=True):
         if p.is_file() and not p.is_symlink():
             with open(p, "rb") as fh:
@@ -116,6 +134,7 @@ def replacing(path: Path):
     os.close(fd)
     try:
         yield tmp
+        fault_point(f"temp:{path.name}")
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -137,6 +156,7 @@ def write_record(results_dir: str | Path, record: dict[str, Any], rebuild: bool 
     path = results_dir / record["run_id"] / RECORD
     sync_tree(path.parent)
     atomic_write_text(path, json.dumps(record, indent=2, default=str, sort_keys=False))
+    fault_point("between_record_and_table")
     if rebuild:
         write_table(results_dir)
     return path
@@ -248,15 +268,59 @@ def locked(results_dir: Path, name: str = ".lock"):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def readable_records(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(records, problems): every record that can be read; each one that cannot is named with its file and why."""
+    records, problems = [], []
+    for path in sorted(Path(results_dir).glob(f"*/{RECORD}")):
+        try:
+            records.append(migrate(json.loads(path.read_text()), path))
+        except (OSError, ValueError, RecordVersionError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+            problems.append(f"{path}: left out of the table, it cannot be read ({exc})")
+    return records, problems
+
+
+def tabular(frame):
+    """A frame parquet can store: a column whose values mix types (e.g. `true` in one record and "maybe" in another)
+    is stored as text, so one odd value never stops the table (pyarrow refuses mixed object columns)."""
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        kinds = {type(v) for v in frame[column] if v is not None and v == v}
+        if len(kinds) > 1 or (kinds and not kinds <= {str, bool, int, float}):
+            frame[column] = frame[column].map(lambda v: v if v is None or v != v else str(v))
+    return frame
+
+
 def write_table(results_dir: str | Path):
-    """Rebuild table.parquet and table.csv from all records, atomically and under the folder's lock."""
+    """Rebuild table.parquet and table.csv from all records, atomically and under the folder's lock.
+
+    Never poisoned by one record: a record that cannot be read is left out and named (logged, and returned on the
+    frame as `frame.attrs["left_out"]`), a record whose row cannot be tabulated is left out the same way, and
+    columns of mixed types are stored as text; every other row is written."""
+    import logging
+
+    import pandas as pd
+
+    log = logging.getLogger("peftbench")
     results_dir = Path(results_dir)
     with locked(results_dir):
         remove_stale_temps(results_dir, ".table.")
-        frame = to_frame(read_records(results_dir))
+        rows, problems = readable_records(results_dir)
+        good = []
+        for record in rows:
+            try:
+                tabular(to_frame([record])).to_parquet(pd.io.common.BytesIO(), index=False)
+                good.append(record)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the row is named and left out
+                problems.append(f"{results_dir / str(record.get('run_id')) / RECORD}: left out of the table, its row "
+                                f"cannot be stored ({type(exc).__name__}: {exc})")  # fmt: skip
+        frame = tabular(to_frame(good))
         for name, write in (("table.parquet", frame.to_parquet), ("table.csv", frame.to_csv)):
             with replacing(results_dir / name) as tmp:
                 write(tmp, index=False)
+    for problem in problems:
+        log.error("peftbench: %s", scrub(problem))
+    frame.attrs["left_out"] = problems
     return frame
 
 

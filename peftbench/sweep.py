@@ -23,12 +23,12 @@ STATUS_FILE = "peftbench_status.json"
 
 class PrintResults(Callback):
     def _print(self, config: DictConfig, run_names: Any = None) -> None:
-        from peftbench.records import read_records, to_frame
+        from peftbench.records import readable_records, tabular, to_frame
 
         results_dir = Path(config.run.results_dir)
         if not results_dir.exists():
             return
-        frame = to_frame(read_records(results_dir))
+        frame = tabular(to_frame(readable_records(results_dir)[0]))  # an unreadable record is named by write_table
         if frame.empty:
             return
         from peftbench.console import final_table

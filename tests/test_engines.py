@@ -75,7 +75,8 @@ def test_unsloth_refuses_methods_it_has_no_path_for(tiny_cfg, method):
 
 
 def test_unsloth_runs_lora_family_and_full_but_not_with_the_fast_profile(tiny_cfg):
-    assert all(engines.runs_method(m) for m in ("lora", "qlora", "dora", "rslora", "pissa", "loraplus", "full"))
+    unsloth = engines.REGISTRY["unsloth"]
+    assert all(engines.runs_method(unsloth, m) for m in ("lora", "qlora", "dora", "rslora", "pissa", "loraplus", "full"))
     reason = engines.unavailable_reason(tiny_cfg("engine=unsloth", "method=lora", "profile=fast"), "lora")
     assert "profile=fast" in reason and "profile=default" in reason
 

@@ -49,4 +49,4 @@ def test_bitfit_error_says_why_and_what_to_use(tiny_cfg, no_model_loads):
 def test_cli_typos_fail_with_hydra_naming_the_key(args, needle):
     """Unknown method or recipe names and recipe key typos stop at composition, before anything runs."""
     out = subprocess.run([sys.executable, "-m", "peftbench", *args], capture_output=True, text=True)
-    assert out.returncode != 0 and needle in out.stderr
+    assert out.returncode == 2 and needle in out.stderr, out.stderr[-2000:]  # README: 2, refused before any point ran

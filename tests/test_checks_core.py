@@ -1,0 +1,148 @@
+"""checks.py's validation rules, one field at a time at its boundaries, with the message a user reads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from peftbench import checks, records
+
+# (field, valid values, invalid values), written from the README's ranges, not from checks.RULES
+CASES = [
+    ("train.max_steps", [1, 500, -1], [0, -2, 1.5, True, "10"]),
+    ("train.per_device_train_batch_size", [1, 8], [0, -1, 2.0, True]),
+    ("train.gradient_accumulation_steps", [1, 4], [0, -3, 1.0, False]),
+    ("train.learning_rate", [1e-4, 1, 0.5], [0, -1e-4, True, "1e-4"]),
+    ("train.max_length", [1, 2048], [0, -1, 64.0, True]),
+    ("train.warmup_steps", [0, 0.1, 10], [-1, -0.5, True]),
+    ("train.weight_decay", [0, 0.01], [-0.01, True]),
+    ("train.logging_steps", [1, 0.5], [0, -1, True]),
+    ("train.seed", [0, 42], [-1, 1.0, True]),
+    ("train.num_train_epochs", [1, 0.5], [0, -1, True]),
+    ("method.learning_rate", [2e-4, 3], [0, -1, False]),
+    ("method.r", [1, 16], [0, -8, 16.0, True]),
+    ("method.lora_alpha", [32, 0.5], [0, -32, True]),
+    ("method.lora_dropout", [0, 0.0, 0.05, 0.999], [1, 1.0, -0.1, True]),
+    ("method.num_virtual_tokens", [1, 16], [0, -1, 16.0, True]),
+    ("method.loraplus_lr_ratio", [16, 0.5], [0, -1, True]),
+    ("data.max_train_samples", [1, 1000], [0, -1, 1.5, True]),
+    ("data.max_eval_samples", [0, 64], [-1, 2.5, True]),
+    ("run.profile_steps", [0, 3], [-1, 1.5, True]),
+    ("run.memory_trace_steps", [0, 6], [-1, 2.0, False]),
+    ("run.warmup_steps", [0, 2], [-1, 0.5, True]),
+    ("model.init", ["pretrained", "random"], ["Random", "scratch", 1]),
+    ("model.dtype", ["auto", "float32", "float16", "bfloat16"], ["fp16", "bf16", "int8"]),
+    ("model.trust_remote_code", [True, False], ["false", 0, 1]),
+    ("model.use_safetensors", [True, False], ["true", 1]),
+    ("run.force", [True, False], ["yes", 1]),
+    ("run.save_adapter", [True, False], ["no", 0]),
+    ("profile.trl_step_metrics", [True, False], ["false", 0]),
+]
+
+
+def cfg_with(field: str, value):
+    node: dict = {}
+    cur = node
+    *parents, leaf = field.split(".")
+    for part in parents:
+        cur = cur.setdefault(part, {})
+    cur[leaf] = value
+    if field == "train.max_steps" and value == -1:
+        node["train"]["num_train_epochs"] = 1
+    return OmegaConf.create(node)
+
+
+def test_every_rule_has_a_case_here():
+    assert sorted(f for f, _, _ in CASES) == sorted(f for f, _, _ in checks.RULES)
+
+
+@pytest.mark.parametrize("field,valid,invalid", CASES, ids=[c[0] for c in CASES])
+def test_rule_accepts_valid_and_names_the_field_for_invalid(field, valid, invalid):
+    for value in valid:
+        assert checks.option_errors(cfg_with(field, value)) == [], (field, value)
+    for value in invalid:
+        errors = checks.option_errors(cfg_with(field, value))
+        assert len(errors) == 1, (field, value, errors)
+        assert errors[0].startswith(f"{field}: got {value!r}; expected ")
+        assert errors[0].endswith(f"Fix it on the command line, e.g. `{field}=...`.")
+
+
+def test_unset_options_are_not_errors_and_every_error_is_listed_at_once():
+    assert checks.option_errors(OmegaConf.create({})) == []
+    assert checks.option_errors(OmegaConf.create({"train": {"max_steps": None, "seed": None}})) == []
+    many = OmegaConf.create({"train": {"max_steps": 0, "seed": -1}, "method": {"r": 0}, "model": {"dtype": "fp8"}})
+    errors = checks.option_errors(many)
+    assert [e.split(":")[0] for e in errors] == ["train.max_steps", "train.seed", "method.r", "model.dtype"]
+    assert "one of auto, float32, float16, bfloat16" in errors[-1]
+
+
+def test_max_steps_minus_one_needs_epochs():
+    bare = checks.option_errors(OmegaConf.create({"train": {"max_steps": -1}}))
+    assert bare == ["train.max_steps: -1 means train by epochs, but train.num_train_epochs is not set. Set one."]
+    assert checks.option_errors(OmegaConf.create({"train": {"max_steps": -1, "num_train_epochs": 2}})) == []
+    assert checks.option_errors(OmegaConf.create({"train": {"max_steps": -1, "num_train_epochs": 0}})) == [
+        "train.num_train_epochs: got 0; expected a positive number. Fix it on the command line, e.g. "
+        "`train.num_train_epochs=...`.",
+        "train.max_steps: -1 means train by epochs, but train.num_train_epochs is not set. Set one.",
+    ]
+
+
+def test_results_dir_must_be_writable(tmp_path):
+    assert checks.results_dir_errors(tmp_path / "new" / "folder") == []
+    assert (tmp_path / "new" / "folder").is_dir() and list((tmp_path / "new" / "folder").iterdir()) == []
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    (error,) = checks.results_dir_errors(blocker / "results")
+    assert error.startswith(f"run.results_dir: cannot write to `{blocker / 'results'}` (")
+    assert "Point run.results_dir at a folder you can write to" in error
+
+
+def test_results_dir_records_must_be_readable(tmp_path):
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "record.json").write_text(json.dumps({"run_id": "ok", "schema_version": 1, "status": "ok"}))
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "record.json").write_text(json.dumps({"run_id": "old"}))  # version 0: migrated, fine
+    assert checks.results_dir_errors(tmp_path) == []
+    (tmp_path / "newer").mkdir()
+    (tmp_path / "newer" / "record.json").write_text(json.dumps({"run_id": "n", "schema_version": 99}))
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "record.json").write_text('{"run_id": "t", ')
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "record.json").write_bytes(b"\xff\xfe\x00")
+    errors = checks.results_dir_errors(tmp_path)
+    assert [e.split("`")[1] for e in errors] == [str(tmp_path / d / records.RECORD) for d in ("binary", "newer", "torn")]
+    assert all(e.startswith("run.results_dir: `") and "Move that folder away, or use another run.results_dir" in e
+               for e in errors)  # fmt: skip
+    assert "newer peftbench" in errors[1]
+
+
+def model_cfg(folder, init="pretrained", safetensors=True):
+    return OmegaConf.create({"model": {"init": init, "name_or_path": str(folder), "use_safetensors": safetensors}})
+
+
+def test_model_folder_with_only_pickles_is_refused(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    (tmp_path / "extra.pt").write_bytes(b"x")
+    (error,) = checks.model_errors(model_cfg(tmp_path))
+    assert error.startswith(f"model.use_safetensors: `{tmp_path}` holds only pickle weights (extra.pt, pytorch_model.bin)")
+    assert "set model.use_safetensors=false if you trust its source" in error
+    assert checks.model_errors(model_cfg(tmp_path, safetensors=False)) == []
+    assert checks.model_errors(model_cfg(tmp_path, init="random")) == []
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    assert checks.model_errors(model_cfg(tmp_path)) == []
+
+
+@pytest.mark.parametrize("name", ["w.bin", "w.pt", "w.pth", "w.ckpt", "w.pkl"])
+def test_each_pickle_suffix_counts(tmp_path, name):
+    (tmp_path / name).write_bytes(b"x")
+    (error,) = checks.model_errors(model_cfg(tmp_path))
+    assert f"({name})" in error
+
+
+def test_model_sources_that_are_not_local_folders_are_left_to_the_loader(tmp_path):
+    assert checks.model_errors(model_cfg("meta-llama/Llama-2-7b-hf")) == []
+    assert checks.model_errors(model_cfg(tmp_path)) == []  # an empty folder: the loader says what is missing
+    (tmp_path / "notes.txt").write_text("x")
+    assert checks.model_errors(model_cfg(tmp_path)) == []

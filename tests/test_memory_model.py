@@ -1,0 +1,334 @@
+"""The memory model, the fast profile's fit decision, steady-state rates and trainable counts, against values that
+come from outside the code under test: GPU peaks measured on an H100 (tests/fixtures/measured_peaks.csv, each row
+naming the committed record it was copied from), hand arithmetic, and a fake clock with known step times.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from peftbench import memory, methods, metrics, models, profiles
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).parent / "fixtures" / "measured_peaks.csv"
+H100_RESULTS = REPO / "results" / "h100"
+# The measured points used each method's shipped hyperparameters; these are the ones the memory model reads.
+METHOD_OPTIONS = {"lora": {"r": 16}, "qlora": {"r": 16}, "dora": {"r": 16}, "ia3": {},
+                  "prompt_tuning": {"num_virtual_tokens": 16}, "bitfit": {"add_biases": True}, "full": {}}  # fmt: skip
+
+
+def measured_rows() -> list[dict]:
+    lines = [line for line in FIXTURE.read_text().splitlines() if not line.startswith("#")]
+    rows = list(csv.DictReader(lines))
+    for row in rows:
+        for key in ("gradient_checkpointing", "fused_kernels", "bf16_adapters"):
+            row[key] = {"true": True, "false": False}[row[key]]
+        for key in ("seq_len", "micro_batch"):
+            row[key] = int(row[key])
+        for key in ("measured_peak_gib", "low_pct", "high_pct"):
+            row[key] = float(row[key])
+    return rows
+
+
+ROWS = measured_rows()
+ROW_IDS = [f"{r['method']}-{r['model_config']}-s{r['seq_len']}xb{r['micro_batch']}-"
+           f"{'gc' if r['gradient_checkpointing'] else 'nogc'}{'-liger' if r['fused_kernels'] else ''}"
+           f"{'-bf16ad' if r['bf16_adapters'] else ''}" for r in ROWS]  # fmt: skip
+
+
+def arch(name: str):
+    return models.load_config(OmegaConf.create({"config": name, "name_or_path": name}))
+
+
+@pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
+def test_predicted_peak_is_within_the_stated_tolerance_of_the_measured_gpu_peak(row):
+    method_cfg = {"name": row["method"], **METHOD_OPTIONS[row["method"]]}
+    predicted = memory.predict(arch(row["model_config"]), method_cfg, row["seq_len"], row["micro_batch"],
+                               row["gradient_checkpointing"], row["fused_kernels"], row["bf16_adapters"])  # fmt: skip
+    error_pct = 100 * (predicted["predicted_peak_gib"] - row["measured_peak_gib"]) / row["measured_peak_gib"]
+    assert row["low_pct"] <= error_pct <= row["high_pct"], (
+        f"predicted {predicted['predicted_peak_gib']:.3f} GiB vs measured {row['measured_peak_gib']:.3f} GiB "
+        f"({error_pct:+.1f}%, allowed {row['low_pct']:+.0f}..{row['high_pct']:+.0f}%; source {row['source']})"
+    )
+
+
+def test_fixture_rows_are_the_committed_measurements_they_name():
+    """Each fixture row equals its record (peak, method, shape, checkpointing, kernels, adapter dtype), so the
+    fixture cannot drift from the measurement it quotes."""
+    assert len(ROWS) == 17 and {r["method"] for r in ROWS} == set(METHOD_OPTIONS)
+    for row in ROWS:
+        record = json.loads((H100_RESULTS / row["source"]).read_text())
+        cfg, choices = record["config"], record.get("profile_choices") or {}
+        assert record["status"] == "ok" and record["method"] == row["method"], row["source"]
+        assert record["gpu_allocated_gib_peak"] == pytest.approx(row["measured_peak_gib"], abs=1e-6)
+        assert cfg["model"]["config"] == row["model_config"] and cfg["data"]["seq_len"] == row["seq_len"]
+        assert cfg["train"]["per_device_train_batch_size"] == row["micro_batch"]
+        assert choices.get("gradient_checkpointing", cfg["train"]["gradient_checkpointing"]) == row["gradient_checkpointing"]
+        assert bool(choices.get("use_liger_kernel")) == row["fused_kernels"]
+        assert (record.get("adapter_dtype") == "base (bf16)") == row["bf16_adapters"]
+        for key, value in METHOD_OPTIONS[row["method"]].items():
+            assert record["method_config"][key] == value, (row["source"], key)
+
+
+# -- hand arithmetic on Llama-2-7B: h=4096, i=11008, 32 layers, vocab 32000, untied head --------------------------------
+LLAMA2_7B_LINEAR = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)  # = 6_476_005_376 (q, k, v, o; gate, up, down)
+LLAMA2_7B_OTHER = 2 * 32000 * 4096 + (2 * 32 + 1) * 4096  # embeddings + lm_head, 65 RMSNorms = 262_410_240
+
+
+def test_memory_model_parts_on_llama2_7b_by_hand():
+    config = arch("llama2_7b")
+    gib = 1024**3
+    assert LLAMA2_7B_LINEAR == 6_476_005_376 and LLAMA2_7B_OTHER == 262_410_240
+    lora = memory.predict(config, {"name": "lora", "r": 16}, 2048, 2, gradient_checkpointing=True)
+    # bf16 weights: 2 bytes x 6_738_415_616
+    assert lora["predicted_weights_gib"] * gib == pytest.approx(13_476_831_232)
+    # LoRA r=16 on every block linear: 16 * (in + out) per linear = 16 * (4*8192 + 3*15104) per layer * 32 layers
+    lora_params = 32 * 16 * (4 * (4096 + 4096) + 3 * (4096 + 11008))
+    assert lora_params == 39_976_960
+    assert lora["predicted_trainable_states_gib"] * gib == pytest.approx(lora_params * 16)  # fp32 w, grad, 2 moments
+    # checkpointing: 32 layer inputs of 2 bytes x 4096 tokens x 4096, plus one layer recomputed: 4096 tokens x
+    # (34 x 4096 + 8 x 11008 + LoRA's bf16 input copies 2 x (6 x 4096 + 11008)) = 1_073_741_824 + 1_222_639_616
+    assert lora["predicted_activations_gib"] * gib == pytest.approx(2_296_381_440)
+    assert lora["predicted_peak_gib"] * gib == pytest.approx(1.05 * (13_476_831_232 + lora_params * 16 + 2_296_381_440))
+
+    qlora = memory.predict(config, {"name": "qlora", "r": 16}, 2048, 2, gradient_checkpointing=True)
+    # NF4: 0.5 byte a weight + one 8-bit absmax per 64 + one fp32 per 256 blocks of 64; the rest bf16
+    nf4 = LLAMA2_7B_LINEAR // 2 + LLAMA2_7B_LINEAR // 64 + LLAMA2_7B_LINEAR * 4 // 16384
+    assert nf4 == 3_340_771_328
+    assert qlora["predicted_weights_gib"] * gib == pytest.approx(nf4 + 2 * LLAMA2_7B_OTHER)
+    assert qlora["predicted_trainable_states_gib"] * gib == pytest.approx(lora_params * 8)  # bf16 adapters (TRL)
+
+    full = memory.predict(config, {"name": "full"}, 2048, 2, gradient_checkpointing=True)
+    assert full["predicted_trainable_states_gib"] * gib == pytest.approx(6_738_415_616 * 6)  # bf16 grad + 2 moments
+
+    no_gc = memory.predict(config, {"name": "lora", "r": 16}, 2048, 2, gradient_checkpointing=False)
+    assert no_gc["predicted_activations_gib"] * gib == pytest.approx(32 * 1_222_639_616)  # every layer saves it all
+
+    pt = memory.predict(config, {"name": "prompt_tuning", "num_virtual_tokens": 16}, 2048, 2, True)
+    # 16 virtual tokens per sequence join the 2 x 2048 real ones; 16 x 4096 embedding values trained in fp32
+    assert pt["predicted_trainable_states_gib"] * gib == pytest.approx(16 * 4096 * 16)
+    assert pt["predicted_activations_gib"] * gib == pytest.approx(4128 * (32 * 2 * 4096 + 34 * 4096 + 8 * 11008))
+
+
+# -- the fast profile's decision: checkpointing off exactly when the prediction fits memory_fraction of the GPU ------
+@pytest.mark.parametrize(
+    "fraction,checkpointing",
+    [(0.5, True), (0.5624, True), (0.5625, False), (0.6, False), (0.9, False)],  # 45 GiB of 80 = 0.5625
+)
+def test_fast_profile_fits_by_memory_fraction(tiny_cfg, monkeypatch, fraction, checkpointing):
+    seen = {}
+
+    def predict(model_config, method_cfg, seq_len, micro_batch, gradient_checkpointing, fused_kernels=False,
+                bf16_adapters=False):  # fmt: skip
+        seen.update(gc=gradient_checkpointing, fused=fused_kernels, bf16=bf16_adapters, seq=seq_len, mb=micro_batch)
+        return {"predicted_peak_gib": 45.0}
+
+    monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
+    monkeypatch.setattr(memory, "predict", predict)
+    cfg = tiny_cfg("profile=fast", f"profile.memory_fraction={fraction}")
+    out, info = profiles.choose(cfg, {"name": "lora"}, arch("tiny_llama"))
+    assert out["gradient_checkpointing"] is checkpointing
+    assert info["predicted_peak_without_checkpointing_gib"] == 45.0 and info["profile_choices"] == out
+    # the prediction it compared is the one without checkpointing, with Liger's kernels and bf16 LoRA adapters
+    assert seen == {"gc": False, "fused": True, "bf16": True, "seq": 64, "mb": 2}
+
+
+def test_fast_profile_keeps_checkpointing_without_a_gpu(tiny_cfg, monkeypatch):
+    monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: None)
+    out, _ = profiles.choose(tiny_cfg("profile=fast", "profile.memory_fraction=1.0"), {"name": "lora"}, arch("tiny_llama"))
+    assert out["gradient_checkpointing"] is True
+
+
+# -- steady-state rates from a fake clock --------------------------------------------------------------------------
+def test_steady_state_rate_excludes_warmup_steps():
+    # steps take 9 s (compilation), 4 s, then 2 s each; 64 tokens and 2 samples a step; training starts at t=100
+    step_times = [9.0, 4.0, 2.0, 2.0, 2.0, 2.0]
+    marks, t = [(100.0, 0, 0)], 100.0
+    for n, dt in enumerate(step_times, start=1):
+        t += dt
+        marks.append((t, 64 * n, 2 * n))
+    # warm-up 2: the last four steps, 4 x 64 tokens in 8 s
+    assert metrics.steady_state_rate(marks, 2) == {"tokens_per_s": 32.0, "samples_per_s": 1.0, "steady_state_steps": 4}
+    # warm-up 0: all six steps, 384 tokens in 21 s
+    rate = metrics.steady_state_rate(marks, 0)
+    assert rate["tokens_per_s"] == pytest.approx(384 / 21) and rate["samples_per_s"] == pytest.approx(12 / 21)
+    assert rate["steady_state_steps"] == 6
+    # warm-up 5: only the last step remains, 64 tokens in 2 s
+    assert metrics.steady_state_rate(marks, 5) == {"tokens_per_s": 32.0, "samples_per_s": 1.0, "steady_state_steps": 1}
+    # a run no longer than its warm-up is timed over every step
+    assert metrics.steady_state_rate(marks, 6)["steady_state_steps"] == 6
+    assert metrics.steady_state_rate(marks[:3], 4)["tokens_per_s"] == pytest.approx(128 / 13)
+
+
+def test_steady_state_rate_without_steps_or_elapsed_time():
+    assert metrics.steady_state_rate([], 0) == {"tokens_per_s": None, "samples_per_s": None, "steady_state_steps": 0}
+    assert metrics.steady_state_rate([(1.0, 0, 0)], 0)["tokens_per_s"] is None
+    frozen = metrics.steady_state_rate([(5.0, 0, 0), (5.0, 10, 1)], 0)  # a clock that did not move
+    assert frozen["tokens_per_s"] is None and frozen["samples_per_s"] is None and frozen["steady_state_steps"] == 1
+
+
+# -- trainable parameters by hand on the tiny Llama: h=64, i=128, 2 layers, 4 heads, 2 KV heads (kv=32), vocab 49152,
+# tied embeddings. Per layer the block linears (in, out) are q (64,64) k (64,32) v (64,32) o (64,64) gate (64,128)
+# up (64,128) down (128,64).
+LINEARS = [(64, 64), (64, 32), (64, 32), (64, 64), (64, 128), (64, 128), (128, 64)]
+LAYERS, H, KV, I, VOCAB = 2, 64, 32, 128, 49152
+LORA = LAYERS * sum(16 * (i + o) for i, o in LINEARS)  # 16 * (128+96+96+128+192+192+192) * 2 = 32_768
+HAND_TRAINABLE = {
+    "lora": LORA,
+    "qlora": LORA,  # the same adapters on a 4-bit base
+    "rslora": LORA,  # a different scaling, the same matrices
+    "pissa": LORA,  # a different initialisation, the same matrices
+    "loraplus": LORA,  # a different learning rate for B, the same matrices
+    "dora": LORA + LAYERS * sum(o for _, o in LINEARS),  # + one magnitude per output feature: 32_768 + 1_024
+    "ia3": LAYERS * (KV + KV + I),  # PEFT's Llama default: k and v outputs, down_proj's input: 384
+    "prompt_tuning": 16 * H,  # 16 virtual token embeddings: 1_024
+    "prefix_tuning": 16 * LAYERS * 2 * KV,  # a key and a value prefix per layer, sized for the KV heads: 2_048
+    "vera": LAYERS * ((H + 256) + (KV + 256)),  # lambda_b (out) + lambda_d (r=256) on q and v; A/B shared, frozen
+    "bitfit": LAYERS * sum(o for _, o in LINEARS) + VOCAB,  # add_biases: every linear's bias, lm_head's too: 50_176
+    "full": VOCAB * H + LAYERS * sum(i * o for i, o in LINEARS) + (2 * LAYERS + 1) * H,  # tied head: 3_219_776
+}
+TOTAL_BASE = HAND_TRAINABLE["full"]
+
+
+def test_every_registry_method_has_a_hand_formula():
+    missing = sorted(set(methods.REGISTRY) - set(HAND_TRAINABLE))
+    assert not missing, f"add the hand-computed trainable count of {missing} to HAND_TRAINABLE in this file"
+    assert LORA == 32_768 and HAND_TRAINABLE["bitfit"] == 50_176 and TOTAL_BASE == 3_219_776
+
+
+def method_cfg_of(name: str) -> dict:
+    cfg = OmegaConf.to_container(OmegaConf.load(REPO / "recipes" / "method" / f"{name}.yaml"))
+    if name == "bitfit":
+        cfg["add_biases"] = True  # the tiny Llama has no biases; the family sweep sets this for BitFit too
+    if name == "prompt_tuning":
+        cfg["prompt_tuning_init"] = "RANDOM"  # same parameters; TEXT init would load the tokenizer
+    if name == "pissa":
+        cfg["init_lora_weights"] = True  # same matrices; PiSSA's SVD init is slow and changes no count
+    return cfg
+
+
+@pytest.mark.parametrize("name", sorted(HAND_TRAINABLE))
+def test_trainable_parameters_the_runner_counts_match_the_hand_formula(name):
+    """The runner's own preparation (methods.prepare_model, build_peft_config, PEFT's get_peft_model) and its count
+    (metrics.count_parameters, what the record's trainable_params says) on the tiny Llama."""
+    if name not in methods.REGISTRY:
+        pytest.skip(f"{name} is not in the registry")
+    from peft import get_peft_model
+
+    cfg = method_cfg_of(name)
+    torch.manual_seed(0)
+    model = models.random_init_model(arch("tiny_llama"), torch.float32, "cpu", methods.quantization_config(cfg), seed=0)
+    methods.prepare_model(model, cfg)
+    peft_config = methods.build_peft_config(cfg)
+    if peft_config is not None:
+        model = get_peft_model(model, peft_config)
+    trainable, total = metrics.count_parameters(model)
+    assert trainable == HAND_TRAINABLE[name]
+    if name != "bitfit":  # BitFit's added biases are part of the model it counts
+        assert total == TOTAL_BASE + (trainable if peft_config is not None else 0)
+
+
+MODEL_GAPS = {  # where the memory model's count differs from what the method trains (not fixed on this branch)
+    "vera": "memory.trainable_params has no formula for VeRA (predicts 0)",
+    "prefix_tuning": "memory.trainable_params has no formula for prefix tuning (predicts 0)",
+    "bitfit": "memory.trainable_params leaves out lm_head's added bias (vocab-many parameters)",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=pytest.mark.xfail(reason=MODEL_GAPS[n], strict=True)) if n in MODEL_GAPS else n
+     for n in sorted(HAND_TRAINABLE)],
+)  # fmt: skip
+def test_memory_model_trainable_count_matches_the_hand_formula(name):
+    shape = memory.shape_of(arch("tiny_llama"))
+    assert memory.trainable_params(shape, method_cfg_of(name)) == HAND_TRAINABLE[name]
+
+
+# -- the memory model's pieces on the tiny shapes, by hand (what the measured rows above cannot resolve: terms of a few
+# MB inside a 15 GB peak, methods not yet measured on a GPU, defaults) ----------------------------------------------
+def test_shape_of_the_tiny_llama_by_hand():
+    shape = memory.shape_of(arch("tiny_llama"))
+    assert (shape.layers, shape.hidden, shape.intermediate, shape.vocab, shape.kv_hidden) == (2, 64, 128, 49152, 32)
+    assert shape.linear_params == 2 * sum(i * o for i, o in LINEARS) == 73_728
+    assert shape.other_params == TOTAL_BASE - 73_728 == 3_146_048  # tied embedding once, five norms
+    assert shape.linear_shapes == LINEARS * 2
+
+
+def test_shape_of_reads_head_dim_and_kv_heads_where_given_and_derives_them_where_not():
+    from transformers import GPTNeoXConfig, LlamaConfig
+
+    wide_heads = LlamaConfig(hidden_size=64, num_attention_heads=4, head_dim=32, num_key_value_heads=2,
+                             intermediate_size=128, num_hidden_layers=1, vocab_size=100)  # fmt: skip
+    assert memory.shape_of(wide_heads).kv_hidden == 2 * 32  # the config's head_dim, not 64 // 4
+    neox = GPTNeoXConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128, num_hidden_layers=1,
+                         vocab_size=100)  # no head_dim, no num_key_value_heads: 4 heads of 64 // 4  # fmt: skip
+    kv = memory.shape_of(neox).kv_hidden
+    assert kv == 64 and type(kv) is int
+
+
+def test_trainable_params_defaults_and_options():
+    shape = memory.shape_of(arch("tiny_llama"))
+    count = memory.trainable_params
+    assert count(shape, {"name": "lora"}) == count(shape, {"name": "lora", "r": None}) == LORA  # r defaults to 16
+    assert count(shape, {"name": "lora", "r": 8}) == LORA // 2
+    assert count(shape, {"name": "dora", "r": 8}) == LORA // 2 + 1_024
+    assert count(shape, {"name": "prompt_tuning"}) == 16 * 64
+    assert count(shape, {"name": "prompt_tuning", "num_virtual_tokens": 5}) == 5 * 64
+    # BitFit as the model counts it: one bias per block linear's output (lm_head's added bias left out: MODEL_GAPS)
+    assert count(shape, {"name": "bitfit", "add_biases": True}) == LAYERS * sum(o for _, o in LINEARS) == 1_024
+    assert count(shape, {"name": "no-such-method"}) == 0
+
+
+@pytest.mark.parametrize(
+    "name,saved",
+    [
+        ("qlora", 2 * (3 * 64 + 128)),  # bf16 adapters share the group's input: 640 bytes a token and layer
+        ("full", 2 * (3 * 64 + 128)),  # the linears' inputs, for the weight gradients
+        *[(n, 2 * (6 * 64 + 128)) for n in ("lora", "rslora", "pissa", "loraplus", "vera")],  # 1_024
+        ("dora", 2 * (6 * 64 + 128) + 4 * (5 * 64 + 2 * 128)),  # + fp32 rescaled outputs: 3_328
+        ("ia3", 2 * (2 * 32 + 128)),  # scaled k, v and down_proj's input: 384
+        ("prompt_tuning", 0), ("bitfit", 0), ("prefix_tuning", 0),
+    ],
+)  # fmt: skip
+def test_extra_saved_activations_per_method_by_hand(name, saved):
+    assert memory.extra_saved_per_token_layer(memory.shape_of(arch("tiny_llama")), name) == saved
+
+
+@pytest.mark.parametrize("name", ["lora", "rslora", "pissa", "loraplus", "dora", "ia3"])
+def test_bf16_adapters_halve_the_states_of_lora_variants_only(name):
+    tiny, gib = arch("tiny_llama"), 1024**3
+    cfg = {"name": name, "r": 16}
+    fp32 = memory.predict(tiny, cfg, 64, 2, False)
+    bf16 = memory.predict(tiny, cfg, 64, 2, False, bf16_adapters=True)
+    halves = name in ("lora", "rslora", "pissa", "loraplus")  # DoRA's magnitudes and IA3's vectors stay fp32
+    trainable = HAND_TRAINABLE["dora"] if name == "dora" else HAND_TRAINABLE[name]
+    assert fp32["predicted_trainable_states_gib"] * gib == trainable * 16
+    assert bf16["predicted_trainable_states_gib"] * gib == trainable * (8 if halves else 16)
+    # and their activations are QLoRA's: the bf16 adapter reads the very input its base linear saved
+    tokens = 64 * 2
+    per_layer = tokens * (34 * 64 + 8 * 128 + (640 if halves else memory.extra_saved_per_token_layer(
+        memory.shape_of(tiny), name)))  # fmt: skip
+    assert bf16["predicted_activations_gib"] * gib == 2 * per_layer
+
+
+def test_bitfit_full_and_prompt_tuning_states_and_tokens_on_llama2_7b_by_hand():
+    config, gib = arch("llama2_7b"), 1024**3
+    bitfit = memory.predict(config, {"name": "bitfit", "add_biases": True}, 2048, 2, True)
+    biases = 32 * (4 * 4096 + 2 * 11008 + 4096)  # q, k, v, o, gate, up (out) and down (4096): 1_359_872
+    assert bitfit["predicted_trainable_states_gib"] * gib == pytest.approx(biases * 8)  # bias 2 + grad 2 + Adam 4
+    pt8 = memory.predict(config, {"name": "prompt_tuning", "num_virtual_tokens": 8}, 2048, 2, False)
+    pt_default = memory.predict(config, {"name": "prompt_tuning"}, 2048, 2, False)
+    per_token = 32 * (34 * 4096 + 8 * 11008)  # no checkpointing: every layer, nothing extra for prompt tuning
+    assert pt8["predicted_activations_gib"] * gib == pytest.approx((4096 + 16) * per_token)
+    assert pt_default["predicted_activations_gib"] * gib == pytest.approx((4096 + 32) * per_token)
+    fused = memory.predict(config, {"name": "full"}, 2048, 2, False, fused_kernels=True)
+    # Liger's kernels: 16 bytes a hidden unit and 2 an MLP unit, plus full's saved linear inputs 2 x (3h + i)
+    assert fused["predicted_activations_gib"] * gib == pytest.approx(
+        32 * 4096 * (16 * 4096 + 2 * 11008 + 2 * (3 * 4096 + 11008)))

@@ -1,0 +1,169 @@
+"""records.py without a training run: atomic writes, temp clean-up, locks, migration, completeness, the table."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+
+import pandas as pd
+import pytest
+
+from peftbench import records
+
+
+def test_atomic_write_publishes_with_a_plain_files_mode_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "sub" / "file.json"
+    records.atomic_write_text(target, "one")
+    records.atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+    assert [p.name for p in target.parent.iterdir()] == ["file.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_its_temp(tmp_path):
+    target = tmp_path / "table.csv"
+    target.write_text("old")
+    with pytest.raises(KeyboardInterrupt):  # BaseException too: Ctrl-C in the middle of a write
+        with records.replacing(target) as tmp:
+            assert os.path.basename(tmp).startswith(".table.csv.") and tmp.endswith(records.TEMP_SUFFIX)
+            open(tmp, "w").write("half")
+            raise KeyboardInterrupt
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["table.csv"]
+
+
+def test_remove_stale_temps_by_prefix(tmp_path):
+    (tmp_path / ".record.json.x1.tmp").write_text("")
+    (tmp_path / ".adapter.123.tmp").mkdir()
+    (tmp_path / ".adapter.123.tmp" / "w.safetensors").write_text("")
+    (tmp_path / ".table.csv.y2.tmp").write_text("")
+    (tmp_path / "keep.tmp").write_text("")  # not hidden: not one of ours
+    (tmp_path / ".keep.json").write_text("")  # not a temp
+    removed = records.remove_stale_temps(tmp_path, ".table.")
+    assert [p.name for p in removed] == [".table.csv.y2.tmp"]
+    removed = sorted(p.name for p in records.remove_stale_temps(tmp_path))
+    assert removed == [".adapter.123.tmp", ".record.json.x1.tmp"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep.json", "keep.tmp"]
+
+
+def test_sync_tree_and_fsync_dir_on_real_folders(tmp_path):
+    records.sync_tree(tmp_path / "missing")  # nothing to sync is not an error
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_text("x")
+    records.sync_tree(tmp_path / "a")
+    records.fsync_dir(tmp_path)
+    with pytest.raises(NotADirectoryError):
+        records.fsync_dir(tmp_path / "a" / "b" / "f")
+
+
+def test_locked_is_exclusive_and_released(tmp_path):
+    folder = tmp_path / "new"
+    with records.locked(folder):
+        assert (folder / ".lock").exists()
+        with open(folder / ".lock") as other:  # flock is per open file: a second open conflicts, even here
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with open(folder / ".lock") as other:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    with records.locked(folder, ".other.lock"):
+        assert (folder / ".other.lock").exists()
+
+
+def test_point_lock_cleans_the_points_temps_while_held(tmp_path):
+    run_dir = tmp_path / "lora-x"
+    run_dir.mkdir()
+    (run_dir / ".record.json.ab.tmp").write_text("{")
+    (run_dir / "record.json").write_text("{}")
+    with records.point_lock(tmp_path, "lora-x") as held:
+        assert held == run_dir
+        assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "record.json"]
+        with open(run_dir / ".lock") as other:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_write_record_adds_the_schema_version_first_scrubs_and_rebuilds(tmp_path):
+    path = records.write_record(tmp_path, {"run_id": "r1", "status": "ok", "schema_version": 0, "hub_token": "abc"},
+                                rebuild=False)  # fmt: skip
+    assert path == tmp_path / "r1" / "record.json"
+    text = path.read_text()
+    assert list(json.loads(text)) == ["schema_version", "run_id", "status", "hub_token"]
+    assert json.loads(text) == {"schema_version": records.SCHEMA_VERSION, "run_id": "r1", "status": "ok", "hub_token": "***"}
+    assert text.startswith('{\n  "schema_version": 1,\n  "run_id": "r1"')  # indented JSON, keys in record order
+    assert not (tmp_path / "table.parquet").exists()
+    records.write_record(tmp_path, {"run_id": "r2", "status": "failed", "when": pd.Timestamp("2026-01-01")})
+    assert json.loads((tmp_path / "r2" / "record.json").read_text())["when"] == "2026-01-01 00:00:00"  # default=str
+    table = records.read_table(tmp_path)
+    assert table["run_id"].tolist() == ["r1", "r2"] and table["status"].tolist() == ["ok", "failed"]
+    assert pd.read_csv(tmp_path / "table.csv")["run_id"].tolist() == ["r1", "r2"]
+
+
+def test_write_table_cleans_only_table_temps_and_matches_csv(tmp_path):
+    records.write_record(tmp_path, {"run_id": "a", "status": "ok", "tokens_per_s": 5.0}, rebuild=False)
+    (tmp_path / ".table.parquet.zz.tmp").write_text("junk")
+    (tmp_path / "a" / ".record.json.q.tmp").write_text("junk")  # a point's temp: its own lock cleans it
+    frame = records.write_table(tmp_path)
+    assert frame["tokens_per_s"].tolist() == [5.0]
+    assert not (tmp_path / ".table.parquet.zz.tmp").exists() and (tmp_path / "a" / ".record.json.q.tmp").exists()
+    assert records.read_table(tmp_path).equals(frame)
+    assert pd.read_csv(tmp_path / "table.csv").columns.tolist() == frame.columns.tolist()
+
+
+def test_to_frame_columns_and_flattening():
+    frame = records.to_frame([
+        {"zeta": 1, "run_id": "r", "status": "ok", "method": "lora", "adapter_bytes": 2_500_000,
+         "scores": {"topics/acc": 0.5, "nested": {"x": 1}}, "versions": {"torch": "2.13"},
+         "hyperparameters": {"lr": 1e-4, "list": [1]}, "config": {"a": 1}, "loss_curve": [1.0, 0.5]},
+        {"run_id": "s", "status": "oom", "method": "full"},
+    ])  # fmt: skip
+    assert frame.columns.tolist() == ["run_id", "status", "method", "adapter_mb", "adapter_bytes",
+                                      "hyperparameters.lr", "scores.topics/acc", "versions.torch", "zeta"]  # fmt: skip
+    assert frame["adapter_mb"].iloc[0] == 2.5 and pd.isna(frame["adapter_mb"].iloc[1])
+    assert frame["scores.topics/acc"].iloc[0] == 0.5
+    assert records.to_frame([{"run_id": "a", "adapter_bytes": None}]).columns.tolist() == ["run_id", "adapter_bytes"]
+    assert records.LEAD_COLUMNS[:3] == ["run_id", "status", "method"]
+
+
+def test_migrate_versions(tmp_path):
+    assert records.migrate({"run_id": "a"}, "p") == {"run_id": "a", "status": "ok", "schema_version": 1}
+    assert records.migrate({"run_id": "a", "status": "failed"}, "p")["status"] == "failed"  # v0 kept its status
+    current = {"run_id": "a", "schema_version": 1, "status": "oom"}
+    assert records.migrate(current, "p") is current
+    with pytest.raises(records.RecordVersionError) as newer:
+        records.migrate({"run_id": "a", "schema_version": 2}, "x/record.json")
+    assert str(newer.value) == ("x/record.json: record schema version 2 was written by a newer peftbench; this one "
+                                "reads versions 0..1. Upgrade peftbench to read it.")  # fmt: skip
+    with pytest.raises(records.RecordVersionError) as unknown:
+        records.migrate({"run_id": "a", "schema_version": -3}, "x/record.json")
+    assert str(unknown.value).startswith("x/record.json: record schema version -3, this peftbench reads version 1 and")
+    for bad in ([1], "text", {"status": "ok"}):
+        with pytest.raises(records.RecordVersionError, match="x: not a peftbench record"):
+            records.migrate(bad, "x")
+
+
+def test_finished_and_completed_records(tmp_path):
+    assert records.finished_record(tmp_path, "r") is None and records.completed_record(tmp_path, "r") is None
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "record.json").write_text(json.dumps({"run_id": "r", "status": "failed"}))
+    assert records.finished_record(tmp_path, "r") == {"run_id": "r", "status": "failed", "schema_version": 1}
+    assert records.completed_record(tmp_path, "r") is None
+    (tmp_path / "r" / "record.json").write_text(json.dumps({"run_id": "r", "adapter_bytes": None}))  # v0: ok
+    assert records.completed_record(tmp_path, "r")["status"] == "ok"  # nothing saved: nothing to be missing
+    (tmp_path / "r" / "record.json").write_text(json.dumps({"run_id": "r", "status": "ok", "adapter_bytes": 10}))
+    assert records.completed_record(tmp_path, "r") is None  # the adapter it measured is gone
+    (tmp_path / "r" / "adapter").write_text("a file, not the folder")
+    assert records.completed_record(tmp_path, "r") is None
+    (tmp_path / "r" / "adapter").unlink()
+    (tmp_path / "r" / "adapter").mkdir()
+    assert records.completed_record(tmp_path, "r")["adapter_bytes"] == 10
+
+
+def test_read_records_in_name_order_and_migrated(tmp_path):
+    for name in ("b", "a"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_text(json.dumps({"run_id": name}))
+    (tmp_path / "c").mkdir()  # a folder without a record (a point still running)
+    assert [(r["run_id"], r["schema_version"]) for r in records.read_records(tmp_path)] == [("a", 1), ("b", 1)]
