@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from peftbench.report import METRICS, QUALITY, TIE_NOTE, Row, conditions, did_not_finish, facet_title, facets, fmt_cell
-from peftbench.report import fmt_number, folklore, plain, rank_text, ranking_text, shown_columns, sources_text
-from peftbench.report import status_text, what_wins
+from peftbench.report_data import METRICS, QUALITY, TIE_NOTE, Row, conditions, did_not_finish, facet_title, facets, fmt_cell
+from peftbench.report_data import fmt_number, folklore, plain, rank_text, ranking_text, shown_columns, sources_text
+from peftbench.report_data import status_text, what_wins
 from peftbench.report_plots import DOMINATED, bar_layout, error, method_colours, several_engines
 
 FILTERS = (("model", "model"), ("gpu", "GPU"), ("method", "method"), ("engine", "engine"), ("status", "status"))
