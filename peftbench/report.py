@@ -30,11 +30,11 @@ def write_report(results_dir: str | Path | list, out: str | Path | None = None, 
     frame, recs = load_runs(folders)
     metric, note = pick_metric(frame, metric)
     rows = leaderboard(frame, metric)
-    pareto_y = "score" if frame["score"].notna().any() else metric  # default: score vs peak memory
-    images = report_plots.write_plots(out, frame, rows, recs, x=memory_metric(frame), y=pareto_y)
+    pareto_x, pareto_y = default_axes(frame, metric)
+    images = report_plots.write_plots(out, frame, rows, recs, x=pareto_x, y=pareto_y)
     paths = {"md": out / "report.md", "html": out / "report.html", **images}
     records.atomic_write_text(paths["md"], render_markdown(frame, rows, metric, note, images))
-    html = report_html.render(frame, rows, recs, metric, note, images, x=memory_metric(frame), y=pareto_y)
+    html = report_html.render(frame, rows, recs, metric, note, images, x=pareto_x, y=pareto_y)
     records.atomic_write_text(paths["html"], html)
     if len(folders) > 1:  # a folder to publish as it is: index.html opens on any static host, the CSVs beside it
         paths["index"] = out / "index.html"
@@ -44,6 +44,18 @@ def write_report(results_dir: str | Path | list, out: str | Path | None = None, 
     for path in paths.values():
         path.chmod(0o644)  # a report is for sharing; the atomic write's temp file was private (0600)
     return paths
+
+
+def default_axes(frame, metric: str) -> tuple[str, str]:
+    """The Pareto plot's default axes: score vs peak memory, else the first pair some ok run has both of (a merged
+    report whose scored runs are on a CPU and whose GPU runs have no score still gets a plot)."""
+    ok = frame[frame["status"] == "ok"]
+    memories = ("gpu_allocated_gib_peak", "gpu_nvml_used_gib_peak", "rss_gib_peak")
+    for y in dict.fromkeys(("score", metric, "tokens_per_s")):
+        for x in memories:
+            if (ok[x].notna() & ok[y].notna()).any():
+                return x, y
+    return memory_metric(frame), "score" if frame["score"].notna().any() else metric
 
 
 def main(argv: list[str] | None = None) -> int:
