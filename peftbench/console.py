@@ -10,20 +10,16 @@ from __future__ import annotations
 import logging
 import math
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
-
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
 
 LAST: dict[str, Any] = {}  # the record of the point this process ran last (set by __main__.app)
 PREFIX = "peftbench"
 
 # (category, message regex): deprecation notices about the libraries' own internals, which a user cannot act on
 NOISE = [
-    (FutureWarning, r".*is deprecated and will be removed in v\d"),  # transformers 5: gradient_checkpointing renames
+    (FutureWarning, r".*is deprecated and will be removed in (v|version )\d"),  # transformers 5 renames (gradient_checkpointing, past_key_values)
     (DeprecationWarning, r".*"),
     (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),  # torch DataLoader on a CPU
     (UserWarning, r".*torch_dtype.* is deprecated"),
@@ -42,6 +38,11 @@ def quiet_libraries() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_warning()
+        if not sys.stderr.isatty():  # off a terminal a bar is a line per update: "Loading weights", datasets' maps
+            import datasets
+
+            hf_logging.disable_progress_bar()
+            datasets.disable_progress_bars()
     except ImportError:
         pass
 
@@ -58,7 +59,7 @@ def clock(seconds: float) -> str:
 
 def result_line(record: dict[str, Any]) -> str:
     """status, score, tokens/s, peak memory and time of one point; or its status and error."""
-    from peftbench.report import fmt_number
+    from peftbench.report_data import fmt_number
 
     status = record.get("status", "?")
     name = record.get("method", "?") + (f" [{record['engine']}]" if record.get("engine") not in (None, "peft") else "")
@@ -84,74 +85,12 @@ def result_line(record: dict[str, Any]) -> str:
     return " · ".join(parts)
 
 
-class Progress(Callback):
-    """`point k of N · elapsed · ETA` as each point starts, its result line as it ends. The ETA comes from the points
-    finished so far (their status files in the sweep folder, so it holds for parallel launchers too)."""
-
-    def __init__(self) -> None:
-        self.total: int | None = None
-        self.start: float | None = None
-        self.varying: set[str] = set()
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra.core.global_hydra import GlobalHydra
-
-        from peftbench.sweep import sweep_point_overrides
-
-        self.start = time.time()
-        try:
-            jobs = sweep_point_overrides(config, GlobalHydra.instance().config_loader())
-        except Exception:  # noqa: BLE001 - a sweeper the basic parser cannot expand: no N, still a line per point
-            return
-        self.total = len(jobs)
-        values: dict[str, set[str]] = {}
-        for job in jobs:
-            for item in job:
-                key, _, value = item.partition("=")
-                values.setdefault(key, set()).add(value)
-        self.varying = {k for k, v in values.items() if len(v) > 1}
-        say(f"sweep of {self.total} point(s); results into {config.run.results_dir}")
-
-    def _where(self, config: DictConfig) -> tuple[int, str]:
-        try:
-            num = int(config.hydra.job.num)
-        except Exception:  # noqa: BLE001 - a single run has no job number
-            num = 0
-        return num + 1, f" of {self.total}" if self.total else ""
-
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from peftbench.sweep import STATUS_FILE
-
-        quiet_libraries()
-        k, of = self._where(config)
-        overrides = [o for o in (config.hydra.overrides.task or []) if o.partition("=")[0] in self.varying]
-        what = " ".join(overrides) or f"method={config.method.name}"
-        timing = ""
-        if self.start is not None:
-            elapsed = time.time() - self.start
-            try:
-                done = len(list(Path(str(config.hydra.sweep.dir)).rglob(STATUS_FILE)))
-            except Exception:  # noqa: BLE001
-                done = 0
-            eta = clock(elapsed / done * (self.total - done)) if done and self.total else "after the first point"
-            timing = f" · elapsed {clock(elapsed)} · ETA {eta}"
-        say(f"point {k}{of}: {what}{timing}")
-
-    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
-        k, of = self._where(config)
-        record = LAST.pop("record", None)
-        if record is None:  # the job raised before a record existed (Hydra reports the exception itself)
-            say(f"point {k}{of} ended without a record")
-            return
-        say(f"point {k}{of} {'✓' if record.get('status') == 'ok' else '✗'} {result_line(record)}")
-
-
 def final_table(results_dir: Path, file=None) -> None:
     """The report's leaderboard as an aligned terminal table: ranked, ties marked `=k`, failures with their error."""
     from rich.console import Console
     from rich.table import Table
 
-    from peftbench import report
+    from peftbench import report_data as report
 
     frame, _ = report.load_runs(results_dir)
     metric, note = report.pick_metric(frame, "score")

@@ -14,9 +14,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from peftbench.report import METRICS, QUALITY, TIE_NOTE, Row, conditions, did_not_finish, facet_title, facets, fmt_cell
-from peftbench.report import fmt_number, folklore, plain, rank_text, ranking_text, shown_columns, sources_text
-from peftbench.report import status_text, what_wins
+from peftbench.report_data import METRICS, QUALITY, TIE_NOTE, Row, conditions, did_not_finish, facet_title, facets, fmt_cell
+from peftbench.report_data import fmt_number, folklore, plain, rank_text, ranking_text, shown_columns, sources_text
+from peftbench.report_data import status_text, what_wins
 from peftbench.report_plots import DOMINATED, bar_layout, error, method_colours, several_engines
 
 FILTERS = (("model", "model"), ("gpu", "GPU"), ("method", "method"), ("engine", "engine"), ("status", "status"))
@@ -435,7 +435,8 @@ function drawBars(){
   Object.keys(DATA.bars).forEach(col=>{
     const svg=document.getElementById('bars-'+col);if(!svg)return;while(svg.firstChild)svg.removeChild(svg.firstChild);
     const bars=DATA.bars[col].filter(b=>visible(b)),log=DATA.barLog[col];
-    const facetsB=[...new Set(bars.map(b=>b.facet))],W=640,L=230,R=90,row=20,head=22;
+    const L=Math.min(420,Math.max(120,...bars.map(b=>b.name.length*6.3+12))),W=Math.max(640,L+380),R=90,row=20,head=22;
+    const facetsB=[...new Set(bars.map(b=>b.facet))];
     let y=6;const H=facetsB.reduce((h,f)=>h+head+row*bars.filter(b=>b.facet===f).length+10,6);
     svg.setAttribute('viewBox','0 0 '+W+' '+Math.max(H,40));
     if(!bars.length){el('text',{x:W/2,y:24,'text-anchor':'middle',fill:'#777'},svg,'No run (with the filters set).');return;}

@@ -12,7 +12,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from peftbench.report import METRICS, NO_ENGINE, Row, facet_title, facets, fmt_cell, fmt_number, standard_error
+from peftbench.report_data import METRICS, NO_ENGINE, Row, facet_title, facets, fmt_cell, fmt_number, standard_error
 
 DOMINATED = "#b8b8b8"
 

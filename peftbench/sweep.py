@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,73 @@ def sweep_errors(config: DictConfig, loader: Any) -> tuple[list[str], int, int]:
         except Exception as exc:  # noqa: BLE001 - collect every point's error, report them together
             errors.append(f"{label}:\n  " + records.scrub(str(exc)).replace("\n", "\n  "))
     return errors, len(jobs), finished
+
+
+class Progress(Callback):
+    """`point k of N · elapsed · ETA` as each point starts, its result line as it ends. The ETA comes from the points
+    finished so far (their status files in the sweep folder, so it holds for parallel launchers too)."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.start: float | None = None  # the multirun's start (validation of every point comes before the first)
+        self.first: float | None = None  # when this process started its first point: the ETA's clock
+        self.varying: set[str] = set()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        from peftbench.console import say
+
+        self.start = time.time()
+        try:
+            jobs = sweep_point_overrides(config, GlobalHydra.instance().config_loader())
+        except Exception:  # noqa: BLE001 - a sweeper the basic parser cannot expand: no N, still a line per point
+            return
+        self.total = len(jobs)
+        values: dict[str, set[str]] = {}
+        for job in jobs:
+            for item in job:
+                key, _, value = item.partition("=")
+                values.setdefault(key, set()).add(value)
+        self.varying = {k for k, v in values.items() if len(v) > 1}
+        say(f"sweep of {self.total} point(s); results into {config.run.results_dir}")
+
+    def _where(self, config: DictConfig) -> tuple[int, str]:
+        try:
+            num = int(config.hydra.job.num)
+        except Exception:  # noqa: BLE001 - a single run has no job number
+            num = 0
+        return num + 1, f" of {self.total}" if self.total else ""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from peftbench.console import clock, quiet_libraries, say
+
+        quiet_libraries()
+        k, of = self._where(config)
+        overrides = [o for o in (config.hydra.overrides.task or []) if o.partition("=")[0] in self.varying]
+        what = " ".join(overrides) or f"method={config.method.name}"
+        timing = ""
+        if self.start is not None:
+            now = time.time()
+            self.first = self.first or now
+            try:
+                done = len(list(Path(str(config.hydra.sweep.dir)).rglob(STATUS_FILE)))
+            except Exception:  # noqa: BLE001
+                done = 0
+            per_point = (now - self.first) / done if done else None  # from the points run, not the validation
+            eta = clock(per_point * (self.total - done)) if per_point and self.total else "after the first point"
+            timing = f" · elapsed {clock(now - self.start)} · ETA {eta}"
+        say(f"point {k}{of}: {what}{timing}")
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        from peftbench.console import LAST, result_line, say
+
+        k, of = self._where(config)
+        record = LAST.pop("record", None)
+        if record is None:  # the job raised before a record existed (Hydra reports the exception itself)
+            say(f"point {k}{of} ended without a record")
+            return
+        say(f"point {k}{of} {'✓' if record.get('status') == 'ok' else '✗'} {result_line(record)}")
 
 
 class ValidateSweep(Callback):
