@@ -134,6 +134,7 @@ REGISTRY: dict[str, Method] = {
                           "False here). Run it on a GPU machine, or use method=qlora."),
         _peft("vera", "VERA"),
         _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False),
+        _peft("cartridge", "CARTRIDGE", mergeable=False),
         _peft("loha", "LOHA"),
         _peft("lokr", "LOKR"),
         _peft("adalora", "ADALORA", callback="adalora"),
@@ -200,6 +201,13 @@ def peft_config_class(method: Method):
     from peft import PeftType
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
+    if method.peft_type not in PeftType.__members__:
+        import peft
+
+        raise MethodError(
+            f"method={method.name}: the installed peft {peft.__version__} has no {method.peft_type} tuner (peftbench's "
+            f"registry follows peft 0.21.2). Upgrade it: pip install -U 'peft>=0.21.2'."
+        )
     return PEFT_TYPE_TO_CONFIG_MAPPING[PeftType[method.peft_type]]
 
 
