@@ -1,4 +1,4 @@
-"""The PEFT family: method name -> how to prepare the model.
+"""The PEFT family: method name -> its facts and how to prepare the model.
 
 A method is a YAML file in `recipes/method/` (its hyperparameters; every key that is not peftbench's own goes to the
 PEFT config class unchanged, so `method.r=32` works) plus one `Method` entry below. The runner never branches on a
@@ -20,7 +20,7 @@ from peftbench import memory
 
 # Keys of a method YAML that are peftbench's; everything else is a field of the PEFT config class. `train_args` are
 # TrainingArguments fields the method sets (GaLore's `optim`, `optim_target_modules`, `optim_args`).
-OWN_KEYS = {"name", "learning_rate", "add_biases", "quantization", "loraplus_lr_ratio", "train_args", "loftq"}
+OWN_KEYS = {"name", "learning_rate", "add_biases", "quantization", "loraplus_lr_ratio", "train_args"}
 
 
 class MethodError(ValueError):
@@ -32,7 +32,7 @@ class Method:
     """A method and the facts the runner, memory model, profiles and engines read (never its name).
 
     `states` is the memory model's optimizer-state pattern (memory.STATE_BYTES); `activations` its saved-activation
-    pattern (memory.SAVED_PER_TOKEN_LAYER), None where no GPU measurement backs one: the record then says
+    pattern (memory.extra_saved_per_token_layer), None where no GPU measurement backs one: the record then says
     `memory_model: not modelled` and profile=fast keeps gradient checkpointing on. `meta_overrides` are config keys
     that change how a method initialises but not what it trains, swapped in to set it up on the meta device (an SVD
     or a tokenizer has no meta version); `trainable` counts what trains where PEFT cannot be set up on meta at all.
