@@ -162,6 +162,7 @@ REGISTRY: dict[str, Method] = {
         _peft("pvera", "PVERA"),
         _peft("randlora", "RANDLORA"),
         _peft("road", "ROAD"),
+        _peft("shadow", "SHADOW", mergeable=False),
         _peft("shira", "SHIRA", trainable=_shira_count),
         _peft("supertuning", "SUPERTUNING"),
         _peft("tinylora", "TINYLORA"),
