@@ -1,4 +1,4 @@
-"""The PEFT family: method name -> how to prepare the model.
+"""The PEFT family: method name -> its facts and how to prepare the model.
 
 A method is a YAML file in `recipes/method/` (its hyperparameters; every key that is not peftbench's own goes to the
 PEFT config class unchanged, so `method.r=32` works) plus one `Method` entry below. The runner never branches on a
@@ -21,7 +21,7 @@ from peftbench.errors import InputError
 
 # Keys of a method YAML that are peftbench's; everything else is a field of the PEFT config class. `train_args` are
 # TrainingArguments fields the method sets (GaLore's `optim`, `optim_target_modules`, `optim_args`).
-OWN_KEYS = {"name", "learning_rate", "add_biases", "quantization", "loraplus_lr_ratio", "train_args", "loftq"}
+OWN_KEYS = {"name", "learning_rate", "add_biases", "quantization", "loraplus_lr_ratio", "train_args"}
 
 
 class MethodError(InputError):
@@ -33,7 +33,7 @@ class Method:
     """A method and the facts the runner, memory model, profiles and engines read (never its name).
 
     `states` is the memory model's optimizer-state pattern (memory.STATE_BYTES); `activations` its saved-activation
-    pattern (memory.SAVED_PER_TOKEN_LAYER), None where no GPU measurement backs one: the record then says
+    pattern (memory.extra_saved_per_token_layer), None where no GPU measurement backs one: the record then says
     `memory_model: not modelled` and profile=fast keeps gradient checkpointing on. `meta_overrides` are config keys
     that change how a method initialises but not what it trains, swapped in to set it up on the meta device (an SVD
     or a tokenizer has no meta version); `trainable` counts what trains where PEFT cannot be set up on meta at all.
@@ -135,6 +135,7 @@ REGISTRY: dict[str, Method] = {
                           "False here). Run it on a GPU machine, or use method=qlora."),
         _peft("vera", "VERA"),
         _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False),
+        _peft("cartridge", "CARTRIDGE", mergeable=False),
         _peft("loha", "LOHA"),
         _peft("lokr", "LOKR"),
         _peft("adalora", "ADALORA", callback="adalora"),
@@ -162,6 +163,7 @@ REGISTRY: dict[str, Method] = {
         _peft("pvera", "PVERA"),
         _peft("randlora", "RANDLORA"),
         _peft("road", "ROAD"),
+        _peft("shadow", "SHADOW", mergeable=False),
         _peft("shira", "SHIRA", trainable=_shira_count),
         _peft("supertuning", "SUPERTUNING"),
         _peft("tinylora", "TINYLORA"),
@@ -201,6 +203,13 @@ def peft_config_class(method: Method):
     from peft import PeftType
     from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
+    if method.peft_type not in PeftType.__members__:
+        import peft
+
+        raise MethodError(
+            f"method={method.name}: the installed peft {peft.__version__} has no {method.peft_type} tuner (peftbench's "
+            f"registry follows peft 0.21.2). Upgrade it: pip install -U 'peft>=0.21.2'."
+        )
     return PEFT_TYPE_TO_CONFIG_MAPPING[PeftType[method.peft_type]]
 
 
