@@ -479,8 +479,10 @@ def check_model(method_cfg: dict[str, Any], model_cfg: Any) -> None:
         )
 
 
-def initialise(model: torch.nn.Module, method_cfg: dict[str, Any], model_source: str) -> dict[str, Any]:
+def initialise(model: torch.nn.Module, method_cfg: dict[str, Any], model_folder: Any) -> dict[str, Any]:
     """The method's initialisation after PEFT set the adapter up; returns what the record should say about it.
+    `model_folder()` gives the checkpoint's local folder (a GGUF file's dequantized one), asked only by a method
+    whose initialisation reads the weights.
 
     LoftQ (Li et al. 2023) for QLoRA: PEFT's `replace_lora_weights_loftq` reads each original weight from the
     safetensors beside the model and sets A and B so that the 4-bit weight plus the adapter is closest to it (one
@@ -492,8 +494,6 @@ def initialise(model: torch.nn.Module, method_cfg: dict[str, Any], model_source:
 
     from peft import replace_lora_weights_loftq
 
-    from peftbench.models import local_folder
-
-    folder = local_folder(model_source)  # a GGUF file's dequantized folder; a hub id: PEFT finds its cached snapshot
+    folder = model_folder()  # a hub id: PEFT finds its cached snapshot
     replace_lora_weights_loftq(model, model_path=folder if Path(folder).is_dir() else None)
     return {"init": "loftq (peft.replace_lora_weights_loftq)"}

@@ -7,6 +7,7 @@ engine cannot run the point here, see engines.py), so a sweep keeps going and th
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -331,7 +332,8 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         if peft_config is not None:
             record["adapter_dtype"] = "base (bf16)" if bf16_adapters else "float32"
             model = get_peft_model(model, peft_config, autocast_adapter_dtype=not bf16_adapters)
-            record["method_info"].update(methods.initialise(model, method_cfg, cfg.model.name_or_path))
+            folder = functools.partial(models.local_folder, cfg.model.name_or_path)
+            record["method_info"].update(methods.initialise(model, method_cfg, folder))
     choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
     record.update(profile_info)
     args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
