@@ -207,10 +207,12 @@ def validate(cfg: DictConfig) -> Any:
     SFTConfig, every row of local data files read and mapped, their token lengths against train.max_length
     (data.max_length_policy), warm-up and batch against the data, then whether the engine can run here (a point it
     cannot run is `skipped`, raised last). Returns the architecture config it read on the way."""
-    errors = checks.option_errors(cfg) + checks.model_errors(cfg) + checks.results_dir_errors(cfg.run.results_dir)
+    model_errors = checks.model_errors(cfg)
+    _gather(model_errors, models.check_source, cfg.model.name_or_path)
+    sources_ok = not model_errors
+    errors = checks.option_errors(cfg) + model_errors + checks.results_dir_errors(cfg.run.results_dir)
     method_cfg = method_config(cfg)
     _gather(errors, methods.get_method, method_cfg["name"])
-    sources_ok = _gather(errors, models.check_source, cfg.model.name_or_path) is None and not errors
     if cfg.model.get("tokenizer"):
         _gather(errors, models.check_source, cfg.model.tokenizer, "model.tokenizer")
     if not data.is_synthetic(cfg.data):
@@ -231,7 +233,8 @@ def validate(cfg: DictConfig) -> Any:
     examples = None
     if args is not None and data.is_synthetic(cfg.data):
         examples = int(cfg.data.num_samples)
-    elif args is not None and not errors and data.split_file(cfg.data, "train") is not None:
+    elif args is not None and data.split_file(cfg.data, "train") is not None and not [
+            e for e in errors if e.startswith(("data.", "model.tokenizer", "model.name_or_path"))]:  # fmt: skip
         plan = _gather(errors, data_plan, cfg, args)
         examples = plan[1]["train_examples_used"] if plan else None
     if args is not None:
