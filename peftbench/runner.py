@@ -191,13 +191,25 @@ def model_config_checked(model_cfg: Any) -> Any:
                                       f"config.json, a hub id that can be reached, or a shipped config.") from None
 
 
+_CAUGHT: list[BaseException] = []  # the input errors of the validation in progress (one process validates at a time)
+
+
 def _gather(errors: list[str], check: Any, *args: Any) -> Any:
     """Run one check; an input error becomes a line of `errors` (so one validation lists every problem)."""
     try:
         return check(*args)
     except INPUT_ERRORS as exc:
+        _CAUGHT.append(exc)
         errors.extend(str(exc).split("\n") if isinstance(exc, (checks.ConfigError, data.DataError)) else [str(exc)])
         return None
+
+
+def _refuse(errors: list[str]) -> None:
+    """Raise every problem as one ConfigError; a single library-typed error (EvalError, MethodError...) keeps its type."""
+    unique = list(dict.fromkeys(errors))
+    if len(_CAUGHT) == 1 and unique == list(dict.fromkeys(str(_CAUGHT[0]).split("\n"))):
+        raise _CAUGHT[0]
+    raise checks.ConfigError("\n".join(unique))
 
 
 def validate(cfg: DictConfig) -> Any:
@@ -207,6 +219,7 @@ def validate(cfg: DictConfig) -> Any:
     SFTConfig, every row of local data files read and mapped, their token lengths against train.max_length
     (data.max_length_policy), warm-up and batch against the data, then whether the engine can run here (a point it
     cannot run is `skipped`, raised last). Returns the architecture config it read on the way."""
+    _CAUGHT.clear()
     model_errors = checks.model_errors(cfg)
     _gather(model_errors, models.check_source, cfg.model.name_or_path)
     sources_ok = not model_errors
@@ -245,10 +258,10 @@ def validate(cfg: DictConfig) -> Any:
         errors.append(str(exc))
     except engines.EngineUnavailable:
         if errors:
-            raise checks.ConfigError("\n".join(dict.fromkeys(errors))) from None
+            _refuse(errors)
         raise
     if errors:
-        raise checks.ConfigError("\n".join(dict.fromkeys(errors)))
+        _refuse(errors)
     return model_config
 
 
