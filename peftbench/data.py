@@ -249,16 +249,6 @@ def read_split(data_cfg: Any, split: str) -> tuple[list[tuple[int, dict[str, Any
 
 
 # -- mapping to prompt/completion -------------------------------------------------------------------------------------
-def check_mapping(data_cfg: Any, columns: list[str]) -> None:
-    for key in ("prompt", "completion"):
-        for field in template_fields(data_cfg.mapping[key], f"data.mapping.{key}"):
-            if field not in columns:
-                raise DataError(
-                    f"data.mapping.{key}: the template names the column `{field}`, which the dataset does not have. "
-                    f"Its columns are: {', '.join(columns)}."
-                )
-
-
 def render_rows(rows: list[tuple[int, dict[str, Any]]], data_cfg: Any, source: str, unit: str,
                 limit: int | None = None) -> dict[str, list]:  # fmt: skip
     """Check every row has every mapped column, non-null, and render the first `limit` rows (all when None) to TRL's
@@ -297,16 +287,6 @@ def render_rows(rows: list[tuple[int, dict[str, Any]]], data_cfg: Any, source: s
             out["prompt"].append(texts["prompt"])
             out["completion"].append(texts["completion"])
     return out
-
-
-def to_prompt_completion(dataset, data_cfg: Any, limit: int | None = None):
-    """Map a `datasets.Dataset` to TRL's prompt/completion columns (conversational when `data.chat` is set)."""
-    from datasets import Dataset
-
-    rows = [(i, row) for i, row in enumerate(dataset, 1)]
-    if not rows:
-        raise DataError("data: the dataset has no rows.")
-    return Dataset.from_dict(render_rows(rows, data_cfg, "the dataset", "row", limit))
 
 
 def split_limit(data_cfg: Any, split: str) -> int | None:

@@ -297,9 +297,8 @@ def write_table(results_dir: str | Path):
     Never poisoned by one record: a record that cannot be read is left out and named (logged, and returned on the
     frame as `frame.attrs["left_out"]`), a record whose row cannot be tabulated is left out the same way, and
     columns of mixed types are stored as text; every other row is written."""
+    import io
     import logging
-
-    import pandas as pd
 
     log = logging.getLogger("peftbench")
     results_dir = Path(results_dir)
@@ -309,7 +308,7 @@ def write_table(results_dir: str | Path):
         good = []
         for record in rows:
             try:
-                tabular(to_frame([record])).to_parquet(pd.io.common.BytesIO(), index=False)
+                tabular(to_frame([record])).to_parquet(io.BytesIO(), index=False)
                 good.append(record)
             except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the row is named and left out
                 problems.append(f"{results_dir / str(record.get('run_id')) / RECORD}: left out of the table, its row "

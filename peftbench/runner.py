@@ -208,13 +208,25 @@ def model_config_checked(model_cfg: Any) -> Any:
                                       f"config.json, a hub id that can be reached, or a shipped config.") from None
 
 
+_CAUGHT: list[BaseException] = []  # the input errors of the validation in progress (one process validates at a time)
+
+
 def _gather(errors: list[str], check: Any, *args: Any) -> Any:
     """Run one check; an input error becomes a line of `errors` (so one validation lists every problem)."""
     try:
         return check(*args)
     except INPUT_ERRORS as exc:
+        _CAUGHT.append(exc)
         errors.extend(str(exc).split("\n") if isinstance(exc, (checks.ConfigError, data.DataError)) else [str(exc)])
         return None
+
+
+def _refuse(errors: list[str]) -> None:
+    """Raise every problem as one ConfigError; a single library-typed error (EvalError, MethodError...) keeps its type."""
+    unique = list(dict.fromkeys(errors))
+    if len(_CAUGHT) == 1 and unique == list(dict.fromkeys(str(_CAUGHT[0]).split("\n"))):
+        raise _CAUGHT[0]
+    raise checks.ConfigError("\n".join(unique))
 
 
 def validate(cfg: DictConfig) -> Any:
@@ -224,10 +236,13 @@ def validate(cfg: DictConfig) -> Any:
     SFTConfig, every row of local data files read and mapped, their token lengths against train.max_length
     (data.max_length_policy), warm-up and batch against the data, then whether the engine can run here (a point it
     cannot run is `skipped`, raised last). Returns the architecture config it read on the way."""
-    errors = checks.option_errors(cfg) + checks.model_errors(cfg) + checks.results_dir_errors(cfg.run.results_dir)
+    _CAUGHT.clear()
+    model_errors = checks.model_errors(cfg)
+    _gather(model_errors, models.check_source, cfg.model.name_or_path)
+    sources_ok = not model_errors
+    errors = checks.option_errors(cfg) + model_errors + checks.results_dir_errors(cfg.run.results_dir)
     method_cfg = method_config(cfg)
     _gather(errors, methods.get_method, method_cfg["name"])
-    sources_ok = _gather(errors, models.check_source, cfg.model.name_or_path) is None and not errors
     if cfg.model.get("tokenizer"):
         _gather(errors, models.check_source, cfg.model.tokenizer, "model.tokenizer")
     if not data.is_synthetic(cfg.data):
@@ -249,7 +264,8 @@ def validate(cfg: DictConfig) -> Any:
     examples = None
     if args is not None and data.is_synthetic(cfg.data):
         examples = int(cfg.data.num_samples)
-    elif args is not None and not errors and data.split_file(cfg.data, "train") is not None:
+    elif args is not None and data.split_file(cfg.data, "train") is not None and not [
+            e for e in errors if e.startswith(("data.", "model.tokenizer", "model.name_or_path"))]:  # fmt: skip
         plan = _gather(errors, data_plan, cfg, args)
         examples = plan[1]["train_examples_used"] if plan else None
     if args is not None:
@@ -260,10 +276,10 @@ def validate(cfg: DictConfig) -> Any:
         errors.append(str(exc))
     except engines.EngineUnavailable:
         if errors:
-            raise checks.ConfigError("\n".join(dict.fromkeys(errors))) from None
+            _refuse(errors)
         raise
     if errors:
-        raise checks.ConfigError("\n".join(dict.fromkeys(errors)))
+        _refuse(errors)
     return model_config
 
 
