@@ -96,7 +96,10 @@ def test_results_dir_must_be_writable(tmp_path):
     blocker.write_text("x")
     (error,) = checks.results_dir_errors(blocker / "results")
     assert error.startswith(f"run.results_dir: cannot write to `{blocker / 'results'}` (")
-    assert "Point run.results_dir at a folder you can write to" in error
+    assert "(Not a directory). Point run.results_dir at a folder you can write to" in error
+    # a folder that exists but takes no files (a kernel filesystem): the write test itself fails
+    (error,) = checks.results_dir_errors("/proc")
+    assert error.startswith("run.results_dir: cannot write to `/proc` (")
 
 
 def test_results_dir_records_must_be_readable(tmp_path):
@@ -115,7 +118,7 @@ def test_results_dir_records_must_be_readable(tmp_path):
     assert [e.split("`")[1] for e in errors] == [str(tmp_path / d / records.RECORD) for d in ("binary", "newer", "torn")]
     assert all(e.startswith("run.results_dir: `") and "Move that folder away, or use another run.results_dir" in e
                for e in errors)  # fmt: skip
-    assert "newer peftbench" in errors[1]
+    assert f"({tmp_path / 'newer' / records.RECORD}: record schema version 99 was written by a newer peftbench" in errors[1]
 
 
 def model_cfg(folder, init="pretrained", safetensors=True):
@@ -129,6 +132,8 @@ def test_model_folder_with_only_pickles_is_refused(tmp_path):
     assert error.startswith(f"model.use_safetensors: `{tmp_path}` holds only pickle weights (extra.pt, pytorch_model.bin)")
     assert "set model.use_safetensors=false if you trust its source" in error
     assert checks.model_errors(model_cfg(tmp_path, safetensors=False)) == []
+    unset = OmegaConf.create({"model": {"init": "pretrained", "name_or_path": str(tmp_path)}})
+    assert len(checks.model_errors(unset)) == 1  # use_safetensors defaults to true
     assert checks.model_errors(model_cfg(tmp_path, init="random")) == []
     (tmp_path / "model.safetensors").write_bytes(b"x")
     assert checks.model_errors(model_cfg(tmp_path)) == []
