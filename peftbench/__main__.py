@@ -28,9 +28,16 @@ from peftbench.paths import recipes_dir
 
 @hydra.main(version_base="1.3", config_path=str(recipes_dir()), config_name="config")
 def app(cfg: DictConfig) -> str:
+    from peftbench.console import LAST
     from peftbench.runner import run_point
 
-    status = run_point(cfg)["status"]
+    try:
+        record = run_point(cfg)
+    except BaseException:  # a point that ran and broke outside its own error handling is a failure, not a refusal
+        sweep.STATUSES.append("failed")
+        raise
+    LAST["record"] = record  # the Progress callback's result line reads it
+    status = record["status"]
     sweep.STATUSES.append(status)
     return status
 
@@ -62,7 +69,78 @@ def exit_code(statuses: list[str], environ: dict[str, str] = os.environ) -> int:
     return sweep.EXIT_FAILED if bad else sweep.EXIT_SKIPPED if skipped else 0
 
 
+SUBCOMMANDS = {"measure": "peftbench.measure"}  # `peftbench measure ...`: not a Hydra app, dispatched before it
+
+
+# hydra/launcher options -> (the plugin module they need, its pip package). Both are in peftbench's `sweep` extra.
+LAUNCHER_PLUGINS = {
+    "local_gpus": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+    "slurm_gpus": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+}
+
+
+def launcher_problem(argv: list[str]) -> str | None:
+    """A `hydra/launcher=X` whose plugin is not installed, named with the extra to install (Hydra itself says only
+    that it could not find `hydra/launcher/joblib` in the search path)."""
+    import importlib.util
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key != "hydra/launcher" or value not in LAUNCHER_PLUGINS:
+            continue
+        module, package = LAUNCHER_PLUGINS[value]
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            return (f"hydra/launcher={value}: needs the Hydra launcher plugin {package}, which is not installed. "
+                    f'Install the extra: pip install "peftbench[sweep]" (or pip install {package}).')
+    return None
+
+
+FLAGS_WITH_VALUE = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--cfg", "-c",
+                    "--package", "-p", "--experimental-rerun", "--info", "-i")  # fmt: skip
+
+
+def override_problem(argv: list[str]) -> str | None:
+    """An override Hydra's grammar cannot parse, named with the quoting that works. Hydra's own message
+    ("mismatched input '{' expecting <EOF>") names neither the override nor the fix."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    skip = False
+    for arg in argv:
+        if skip or arg.startswith("-"):
+            skip = arg in FLAGS_WITH_VALUE and arg not in ("--info", "-i")
+            continue
+        try:
+            parser.parse_override(arg)
+        except Exception as exc:  # noqa: BLE001 - Hydra's grammar raises HydraException / OverrideParseException
+            key = arg.partition("=")[0].lstrip("+~")
+            return (f"{key}: Hydra cannot parse the override `{arg}` ({str(exc).splitlines()[0]}). A value with "
+                    f"braces, colons, commas or spaces needs Hydra's own quotes inside the shell's: "
+                    f"'{key}=\"Question: {{question}} Answer:\"'; for a newline in it use bash's $'...': "
+                    f"$'{key}=\"Question: {{question}}\\nAnswer:\"'. Or put it in a YAML file.")
+    return None
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
+        import importlib
+
+        importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:])
+        return
+    problem = launcher_problem(sys.argv[1:]) or override_problem(sys.argv[1:])
+    if problem:
+        print(f"peftbench: {problem}", file=sys.stderr, flush=True)
+        sys.exit(sweep.EXIT_REFUSED)
+    from peftbench.console import quiet_libraries
+
+    quiet_libraries()
     sys.argv += quiet_rank_overrides()
     try:
         app()

@@ -62,6 +62,9 @@ RULES: list[Rule] = [
     ("run.force", lambda v: isinstance(v, bool), "true or false"),
     ("run.save_adapter", lambda v: isinstance(v, bool), "true or false"),
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
+    ("data.max_length_policy", lambda v: v in ("error", "warn", "drop"), "`error`, `warn` or `drop`"),
+    ("data.chat", lambda v: isinstance(v, bool), "true or false"),
+    ("train.truncation_mode", lambda v: v in ("keep_start", "keep_end"), "`keep_start` or `keep_end` (TRL's modes)"),
 ]  # fmt: skip
 
 
@@ -76,6 +79,87 @@ def option_errors(cfg: DictConfig) -> list[str]:
     if OmegaConf.select(cfg, "train.max_steps") == -1 and not OmegaConf.select(cfg, "train.num_train_epochs"):
         errors.append("train.max_steps: -1 means train by epochs, but train.num_train_epochs is not set. Set one.")
     return errors
+
+
+def _accepts(hint: Any, value: Any) -> bool:
+    """Whether `value` (from YAML/Hydra) fits a dataclass field's type hint: bool, int, float, str, Enum, list,
+    dict, Literal, Optional/Union of those. Unknown hints accept anything (TrainingArguments checks what it can)."""
+    import enum
+    import typing
+
+    origin = typing.get_origin(hint)
+    if hint is typing.Any:
+        return True
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", typing.Union)):
+        return any(_accepts(h, value) for h in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return _int(value)
+    if hint is float:
+        return _num(value)
+    if hint is str:
+        return isinstance(value, str)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return isinstance(value, (str, hint))
+    if origin in (list, tuple) or hint in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _describe(hint: Any) -> str:
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    names = [getattr(a, "__name__", str(a)) for a in args]
+    words = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
+             "dict": "a mapping", "list": "a list"}  # fmt: skip
+    return " or ".join(dict.fromkeys(words.get(n, n) for n in names)) + (" (or null)" if len(args) < len(
+        typing.get_args(hint)) else "")  # fmt: skip
+
+
+# Values TrainingArguments handles beyond its declared type (`fsdp: true` is `fsdp="full_shard"`, training_args.py).
+ALSO_ACCEPTED: dict[str, tuple[type, ...]] = {"fsdp": (bool, list)}
+
+
+def train_type_errors(train: dict[str, Any], config_class: Any) -> list[str]:
+    """Each `train.*` value against the type SFTConfig declares for it. TrainingArguments checks enum values and a
+    few ranges but takes `gradient_checkpointing=maybe` or `max_steps="abc"` as they are, to fail mid-run."""
+    import typing
+
+    hints = typing.get_type_hints(config_class)
+    errors = []
+    for key, value in train.items():
+        if isinstance(value, ALSO_ACCEPTED.get(key, ())):
+            continue
+        if key in hints and value is not None and not _accepts(hints[key], value):
+            errors.append(f"train.{key}: got {value!r}; SFTConfig expects {_describe(hints[key])}. Set it with "
+                          f"train.{key}=...")  # fmt: skip
+    return errors
+
+
+def library_error(exc: BaseException, train: dict[str, Any], what: str = "SFTConfig") -> str:
+    """A TrainingArguments/SFTConfig ValueError in peftbench's words: the `train.*` field it is about, and its text.
+
+    The field is the key the message names (`--logging_steps must be...`), else the one whose value it quotes
+    (`cosin is not a valid SchedulerType`)."""
+    import re
+
+    text = str(exc).strip()
+
+    def mentions(word: str) -> bool:
+        return bool(re.search(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])", text))
+
+    named = [k for k in train if mentions(k)]
+    named = named or [k for k, v in train.items() if isinstance(v, str) and v and mentions(v)]
+    field = f"train.{named[0]}" if named else "train"
+    return f"{field}: {what} refused the train group: {text} Fix it on the command line, e.g. `{field}=...`."
 
 
 def results_dir_errors(results_dir: str | Path) -> list[str]:
@@ -103,7 +187,52 @@ def results_dir_errors(results_dir: str | Path) -> list[str]:
 PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def folder_errors(cfg: DictConfig) -> list[str]:
+    """An empty model folder, one without config.json, or a tokenizer folder with no tokenizer file: named before
+    transformers answers with a hub lookup of the folder's path."""
+    from peftbench.models import ModelSourceError, resolve_path, shipped_config_names
+
+    model = cfg.model
+    errors = []
+    specs = [("model.name_or_path", model.get("name_or_path"), model.get("init") == "pretrained" or (
+        model.get("init") == "random" and not model.get("config"))),
+        ("model.config", model.get("config"), model.get("init") == "random")]  # fmt: skip
+    for field, spec, needs_config in specs:
+        if not spec or not needs_config or str(spec) in shipped_config_names():
+            continue
+        try:
+            folder = Path(resolve_path(str(spec)))
+        except ModelSourceError:
+            continue  # reported by check_source
+        if folder.is_dir() and not any(folder.iterdir()):
+            errors.append(f"{field}: `{folder}` is an empty folder. Point it at a folder with config.json and "
+                          f"*.safetensors (e.g. one written by save_pretrained), or at a hub id.")  # fmt: skip
+        elif folder.is_dir() and not (folder / "config.json").is_file():
+            errors.append(f"{field}: `{folder}` has no config.json ({len(list(folder.iterdir()))} other entries). "
+                          f"Point it at the folder save_pretrained wrote, which holds config.json.")  # fmt: skip
+    tokenizer = model.get("tokenizer") or (model.get("name_or_path") if model.get("init") == "pretrained" else None)
+    if tokenizer and str(tokenizer) not in shipped_config_names():
+        try:
+            folder = Path(resolve_path(str(tokenizer)))
+        except ModelSourceError:
+            folder = None
+        field = "model.tokenizer" if model.get("tokenizer") else "model.name_or_path"
+        if folder is not None and folder.is_dir() and any(folder.iterdir()) or field == "model.tokenizer":
+            if folder is not None and folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
+                errors.append(f"{field}: `{folder}` holds no tokenizer ({', '.join(TOKENIZER_FILES[:2])}, ...). "
+                              f"Save one there with tokenizer.save_pretrained(...), or set model.tokenizer to a "
+                              f"folder or hub id that has one.")  # fmt: skip
+    return list(dict.fromkeys(errors))
+
+
 def model_errors(cfg: DictConfig) -> list[str]:
+    return folder_errors(cfg) + pickle_errors(cfg)
+
+
+def pickle_errors(cfg: DictConfig) -> list[str]:
     """A local pretrained folder must hold safetensors unless the recipe opts out: `.bin`/`.pt` files are pickles,
     and unpickling a file can run arbitrary code. (Hub ids are checked by transformers itself at download.)"""
     from peftbench.models import resolve_path

@@ -6,7 +6,7 @@
 - `unsloth`: unsloth's `FastLanguageModel` loads the model and sets up the adapter (its fused LoRA kernels, its
   offloaded gradient checkpointing); the same SFTTrainer and callback measure it. unsloth patches transformers, TRL
   and PEFT when imported and must come before them, so each unsloth point runs in a child process that imports it
-  first (`python -m peftbench.engines worker`); the sweep's own process never imports it, so peft/liger points
+  first (`python -m peftbench.worker train`); the sweep's own process never imports it, so peft/liger points
   around it stay stock.
 
 A point an engine cannot run here (extra not installed, no GPU, a method it has no path for, versions its pins
@@ -68,11 +68,10 @@ def has_gpu() -> bool:
 
 def runs_method(method_name: str) -> bool:
     """unsloth's FastLanguageModel has a path for LoRA-type adapters (LoRA, QLoRA, DoRA, rsLoRA, PiSSA, LoRA+) and
-    full fine-tuning; IA3, prompt/prefix tuning, VeRA and BitFit have none."""
+    full fine-tuning with AdamW: the registry entry's `unsloth` fact."""
     from peftbench.methods import get_method
 
-    method = get_method(method_name)
-    return method.peft_type == "LORA" or method.trains == "all"
+    return get_method(method_name).unsloth
 
 
 def version_conflicts(dist: str, names: tuple[str, ...] = PINNED) -> list[str]:
@@ -330,7 +329,7 @@ def train_in_child(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         cfg_path.write_text(OmegaConf.to_yaml(OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))))
         rec_path.write_text(json.dumps(record, default=str))
         env = {**os.environ, CHILD_ENV: "1"}
-        command = [sys.executable, "-m", "peftbench.engines", "worker", str(cfg_path), str(rec_path), str(out_path)]
+        command = [sys.executable, "-m", "peftbench.worker", "train", str(cfg_path), str(rec_path), str(out_path)]
         log.info("engine=%s: training in a child process (%s)", name(cfg), " ".join(command[1:4]))
         proc = subprocess.run(command, env=env, check=False)
         if not out_path.exists():
@@ -340,47 +339,3 @@ def train_in_child(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     if result["status"] != "ok":
         raise EngineChildError(result["status"], result["error"], result.get("traceback"))
     return result["record"]
-
-
-def worker(cfg_path: str, rec_path: str, out_path: str) -> int:
-    """The child: import the engine first, then the runner's train_point; write {status, record|error}."""
-    import traceback
-
-    info = import_unsloth()
-    from peftbench import records, runner
-
-    cfg = OmegaConf.create(json.loads(json.dumps(OmegaConf.to_container(OmegaConf.load(cfg_path)))))
-    record = json.loads(Path(rec_path).read_text())
-    record.update(info)
-    try:
-        record = runner.train_point(cfg, record)
-        result = {"status": "ok", "record": record}
-    except Exception as exc:  # noqa: BLE001 - the parent writes the row; the child reports what happened
-        status = runner.failure_status(exc)
-        result = {"status": status, "error": str(exc) if status == "invalid" else f"{type(exc).__name__}: {exc}",
-                  "traceback": traceback.format_exc(limit=8)}  # fmt: skip
-    records.atomic_write_text(Path(out_path), json.dumps(result, default=str))
-    return 0
-
-
-def checkpoint_main(overrides: list[str]) -> int:
-    """`python -m peftbench.engines checkpoint OVERRIDES...`: write (or find) the random-init checkpoint of a recipe
-    and print its folder, e.g. for scripts/unsloth_direct.py."""
-    from hydra import compose, initialize_config_dir
-
-    from peftbench import data
-    from peftbench.paths import recipes_dir
-
-    with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    print(random_checkpoint(cfg.model, data.tokenizer_for(cfg)))
-    return 0
-
-
-if __name__ == "__main__":
-    usage = "usage: python -m peftbench.engines worker CFG RECORD OUT | checkpoint [OVERRIDES...]"
-    if len(sys.argv) >= 2 and sys.argv[1] == "worker" and len(sys.argv) == 5:
-        sys.exit(worker(*sys.argv[2:]))
-    if len(sys.argv) >= 2 and sys.argv[1] == "checkpoint":
-        sys.exit(checkpoint_main(sys.argv[2:]))
-    sys.exit(usage)

@@ -310,8 +310,25 @@ def base_key(cfg: DictConfig) -> str:
         "eval": {k: v for k, v in eval_cfg.items() if k not in ("data_dir", "base", "on_random_init")},
         "tasks": task_content,
         "lm_eval": getattr(lm_eval, "__version__", None),
+        "versions": base_versions(),  # a base row scored under other torch/transformers/peft/trl is not reused
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+BASE_LIBRARIES = ("torch", "transformers", "peft", "trl", "lm_eval")
+
+
+def base_versions() -> dict[str, str | None]:
+    """The installed versions a base score depends on (read from package metadata, nothing imported)."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for name in BASE_LIBRARIES:
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def base_run_id(cfg: DictConfig) -> str:
@@ -331,11 +348,19 @@ def ensure_base(cfg: DictConfig) -> dict[str, Any] | None:
     run_id = base_run_id(cfg)
     with records.locked(results_dir, name=f".{run_id}.lock"):
         cached = records.finished_record(results_dir, run_id)
+        if cached and cached.get("status") == "ok" and cached.get("base_versions", base_versions()) != base_versions():
+            log.info("base scores in %s were evaluated under %s, not %s: evaluating again", results_dir / run_id,
+                     cached.get("base_versions"), base_versions())  # fmt: skip
+            cached = None
         if cached and cached.get("status") == "ok":
             log.info("base scores: cached in %s", results_dir / run_id)
             return cached
+        log.info("base model: evaluating the untrained %s once on %s (later points read its scores)",
+                 cfg.model.name, ", ".join(all_tasks(cfg.eval)))  # fmt: skip
         record = evaluate_base(cfg, run_id)
         records.write_record(results_dir, record)
+        log.info("base model: %s in %.0f s%s", record["status"], record.get("time_total_s", 0),
+                 f", score {record['score']:.4g}" if isinstance(record.get("score"), (int, float)) else "")  # fmt: skip
     return record if record["status"] == "ok" else None
 
 
@@ -344,7 +369,6 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
     import traceback
 
     from peftbench import __version__
-    from peftbench.runner import release_memory
 
     record: dict[str, Any] = {
         "run_id": run_id,
@@ -361,6 +385,7 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
             "eval": OmegaConf.to_container(cfg.eval, resolve=True),
         },
         "peftbench_version": __version__,
+        "base_versions": base_versions(),
     }
     start = time.perf_counter()
     try:
@@ -377,7 +402,7 @@ def evaluate_base(cfg: DictConfig, run_id: str) -> dict[str, Any]:
         record["traceback"] = traceback.format_exc(limit=8)
         log.error("%s: %s", run_id, record["error"])
     record["time_total_s"] = time.perf_counter() - start
-    release_memory()
+    models.release_memory()
     return record
 
 

@@ -191,6 +191,93 @@ def rss_gib() -> float:
     return psutil.Process(os.getpid()).memory_info().rss / GIB
 
 
+def rss_high_water_gib() -> float | None:
+    """The kernel's own high-water mark of this process's resident memory (Linux `VmHWM`): a sampler at step ends
+    misses peaks inside a step, the kernel does not. None where /proc has no VmHWM (not Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / GIB
+    except OSError:
+        pass
+    return None
+
+
+def reset_rss_high_water() -> bool:
+    """Reset VmHWM to the current resident size (Linux >= 4.0: `5` into /proc/self/clear_refs), so the next read is
+    this run's peak and not the process's. False where the kernel does not allow it: then the peak is the process's."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def batch_counts(inputs: dict[str, Any]) -> tuple[Any, Any, str]:
+    """(real tokens, rows, what they were read from) of one batch as the model receives it. Tensors stay on their
+    device (a `.item()` here would make the host wait for the GPU at every micro-batch).
+
+    Real tokens are the attention mask's ones whatever the Trainer's `include_num_input_tokens_seen`; a padding-free
+    (packed) batch has no mask and no padding, so its tokens are all real and its rows are the sequences that start
+    at position 0. Without either, every input id counts."""
+    mask = inputs.get("attention_mask")
+    ids = inputs.get("input_ids")
+    if ids is None:
+        ids = inputs.get("inputs_embeds")
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+        return mask.sum(), mask.shape[0], "attention_mask"
+    positions = inputs.get("position_ids")
+    if isinstance(positions, torch.Tensor):
+        positions = positions[0] if positions.dim() == 3 else positions  # multimodal RoPE: (3, batch, seq)
+        return positions.numel(), (positions == 0).sum(), "position_ids"
+    if isinstance(ids, torch.Tensor):
+        return ids.shape[0] * ids.shape[1] if ids.dim() >= 2 else ids.numel(), ids.shape[0], "input_ids"
+    return 0, 0, "none"
+
+
+def split_phases(kinds: list[str], times: list[float], origin: float) -> tuple[list[float], dict[str, float]]:
+    """Training steps' durations and the time spent in each kind of pause between them.
+
+    `times[i]` is when mark `i` was passed and `kinds[i]` what ended there: "step" for an optimizer step's end, or
+    the pause that ended there ("eval", "save", "log", "callbacks"). Each interval belongs to the mark that ends it,
+    so a step runs from the last mark before it (the previous step or the pause after it) to its own end: evaluation,
+    checkpoint saving, logging and other callbacks' work are never training time, data loading is."""
+    steps: list[float] = []
+    pauses: dict[str, float] = {}
+    previous = origin
+    for kind, t in zip(kinds, times):
+        if kind == "step":
+            steps.append(t - previous)
+        else:
+            pauses[kind] = pauses.get(kind, 0.0) + (t - previous)
+        previous = t
+    return steps, pauses
+
+
+def training_marks(steps: list[float], tokens: list[int], samples: list[int]) -> list[tuple[float, int, int]]:
+    """`steady_state_rate`'s cumulative marks on a clock that runs during training steps only."""
+    marks = [(0.0, 0, 0)]
+    for duration, tok, rows in zip(steps, tokens, samples):
+        t, tok0, rows0 = marks[-1]
+        marks.append((t + duration, tok0 + tok, rows0 + rows))
+    return marks
+
+
+def trainable_tensor_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the trainable tensors in their own dtype: what a file of them holds, without writing one."""
+    return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def saved_weights_bytes(folder: str | Path) -> dict[str, int]:
+    """Weight files in a saved model or adapter folder and their sizes (configs, tokenizers, optimizer and
+    scheduler states left out)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    names = ("*.safetensors", "pytorch_model*.bin", "adapter_model.bin")
+    return {p.name: p.stat().st_size for pattern in names for p in sorted(folder.glob(pattern)) if p.is_file()}
+
+
 def library_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {"python": platform.python_version()}
     for name in VERSIONED:

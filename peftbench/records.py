@@ -268,15 +268,59 @@ def locked(results_dir: Path, name: str = ".lock"):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def readable_records(results_dir: str | Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(records, problems): every record that can be read; each one that cannot is named with its file and why."""
+    records, problems = [], []
+    for path in sorted(Path(results_dir).glob(f"*/{RECORD}")):
+        try:
+            records.append(migrate(json.loads(path.read_text()), path))
+        except (OSError, ValueError, RecordVersionError) as exc:  # JSONDecodeError and UnicodeDecodeError included
+            problems.append(f"{path}: left out of the table, it cannot be read ({exc})")
+    return records, problems
+
+
+def tabular(frame):
+    """A frame parquet can store: a column whose values mix types (e.g. `true` in one record and "maybe" in another)
+    is stored as text, so one odd value never stops the table (pyarrow refuses mixed object columns)."""
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        kinds = {type(v) for v in frame[column] if v is not None and v == v}
+        if len(kinds) > 1 or (kinds and not kinds <= {str, bool, int, float}):
+            frame[column] = frame[column].map(lambda v: v if v is None or v != v else str(v))
+    return frame
+
+
 def write_table(results_dir: str | Path):
-    """Rebuild table.parquet and table.csv from all records, atomically and under the folder's lock."""
+    """Rebuild table.parquet and table.csv from all records, atomically and under the folder's lock.
+
+    Never poisoned by one record: a record that cannot be read is left out and named (logged, and returned on the
+    frame as `frame.attrs["left_out"]`), a record whose row cannot be tabulated is left out the same way, and
+    columns of mixed types are stored as text; every other row is written."""
+    import logging
+
+    import pandas as pd
+
+    log = logging.getLogger("peftbench")
     results_dir = Path(results_dir)
     with locked(results_dir):
         remove_stale_temps(results_dir, ".table.")
-        frame = to_frame(read_records(results_dir))
+        rows, problems = readable_records(results_dir)
+        good = []
+        for record in rows:
+            try:
+                tabular(to_frame([record])).to_parquet(pd.io.common.BytesIO(), index=False)
+                good.append(record)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the row is named and left out
+                problems.append(f"{results_dir / str(record.get('run_id')) / RECORD}: left out of the table, its row "
+                                f"cannot be stored ({type(exc).__name__}: {exc})")  # fmt: skip
+        frame = tabular(to_frame(good))
         for name, write in (("table.parquet", frame.to_parquet), ("table.csv", frame.to_csv)):
             with replacing(results_dir / name) as tmp:
                 write(tmp, index=False)
+    for problem in problems:
+        log.error("peftbench: %s", scrub(problem))
+    frame.attrs["left_out"] = problems
     return frame
 
 

@@ -1,8 +1,10 @@
 """Leaderboard report: a results folder -> report.md, report.html (self-contained) and the plots as PNG.
 
-`python -m peftbench.report RESULTS_DIR [--metric score] [--out DIR]`. It reads the JSON records (the source of the
-table, and the only place the loss curves live), averages the seeds of one point (mean ± std), ranks by a metric and
-states the conditions the numbers hold under. Failed, out-of-memory, invalid and skipped points stay in as rows.
+`python -m peftbench.report RESULTS_DIR [RESULTS_DIR ...] [--metric score] [--out DIR]`. It reads the JSON records
+(the source of the table, and the only place the loss curves live), merges folders (deduplicated by run id), averages
+the seeds of one point (mean ± std), ranks by a metric within each model × GPU, marks ties within the combined
+standard error, and states the conditions the numbers hold under, all derived from the records. Failed,
+out-of-memory, invalid and skipped points stay in as rows, with the options that set them apart.
 """
 
 from __future__ import annotations
@@ -51,12 +53,17 @@ GROUP_KEYS = ("model", "gpu", "engine", "method", "variant")
 
 @dataclass
 class Row:
-    """One leaderboard line: the seeds of one point averaged, or one run that did not finish ok."""
+    """One leaderboard line: the seeds of one point averaged, or one run that did not finish ok.
+
+    `key` is the point's identity (model, GPU, engine, method, config hash): every table row, bar and plotted point
+    carries it, so a label is always looked up by identity, never placed by position. `label` is the method name plus
+    what sets this point apart from the other points of that method in its facet (`lora (profile=fast)`).
+    """
 
     model: str
     gpu: str
     engine: str
-    method: str  # display label: the method name, plus what differs when one method ran in several variants
+    method: str  # the method's registry name (lora, qlora, ...)
     status: str
     n: int
     values: dict[str, tuple[float, float]]  # column -> (mean, std over seeds; nan with one seed)
@@ -64,14 +71,32 @@ class Row:
     rank: int | None = None
     error: str = ""
     run_ids: list[str] = field(default_factory=list)
+    label: str = ""  # the display name: method plus the options that differ
+    key: str = ""
+    tied_with: int | None = None  # rank of the row this one is statistically tied with (its group's best)
+    apart: str = ""  # for a row that did not finish: the options that set it apart from its facet's other runs
+    predicted_peak_gib: float = float("nan")
+    gpu_capacity_gib: float = float("nan")
+    sources: list[str] = field(default_factory=list)  # results folders (and run names) the row's runs came from
+    ranked_by: str = ""  # the metric its section ranks by (the asked-for one, or a fallback where it has no values)
+    seeds: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.method
+        self.key = self.key or "|".join((self.model, self.gpu, self.engine, self.label))
 
     @property
     def facet(self) -> tuple[str, str]:
         return (self.model, self.gpu)
 
+    def name(self, engines: bool) -> str:
+        """The label a plot shows: with the engine when its facet holds several (two `lora` points, two engines)."""
+        return f"{self.label} · {self.engine}" if engines else self.label
+
 
 # -- loading --------------------------------------------------------------------------------------------------------
 UNKNOWN_DEVICE = "device not recorded"
+NO_ENGINE = "—"  # the base row trains nothing, so it has no engine
 
 
 def gpu_label(name: Any, count: Any) -> str:
@@ -91,31 +116,74 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: json.dumps(value, sort_keys=True, default=str)}
 
 
+def point_config(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record's config as the point's identity: its own method options merged in, other methods' left out.
+
+    Records written before `runner.point_container` carried the whole `method_overrides` of their sweep (the family
+    sweep's BitFit-only `add_biases` inside every LoRA record); the merged `method_config` the run used is the truth.
+    """
+    config = dict(rec.get("config") or {})
+    config.pop("method_overrides", None)
+    if isinstance(rec.get("method_config"), dict):
+        config["method"] = rec["method_config"]
+    # Records from before the engine and profile groups ran the stock engine / the profile their record names.
+    if "engine" not in config and rec.get("method") != "base":
+        config["engine"] = {"name": rec.get("engine") or "peft"}
+    if "profile" not in config and isinstance(rec.get("profile"), str):
+        config["profile"] = {"name": rec["profile"]}
+    return config
+
+
 def variant_configs(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each record's config without what does not define the point (seed, run options): seeds of one point match."""
     out = []
     for rec in recs:
-        flat = flatten(rec.get("config") or {})
-        out.append({k: v for k, v in flat.items() if not k.startswith("run.") and k != "train.seed"})
+        flat = flatten(point_config(rec))
+        # an option set to null and an option absent (a record from before it existed) mean the same point
+        out.append({k: v for k, v in flat.items() if not k.startswith("run.") and k != "train.seed" and v != "null"})
     return out
 
 
-def load_runs(results_dir: str | Path):
-    """The runs table (one row per record) with the columns the report needs, and the records (loss curves)."""
+def read_folders(results_dirs: list[Path]) -> tuple[list[dict[str, Any]], list[str]]:
+    """Records of every folder, deduplicated by run id (the first folder given wins), with where each came from."""
+    seen: dict[str, int] = {}
+    recs, sources = [], []
+    for folder in results_dirs:
+        for rec in records.read_records(folder):
+            where = f"{folder}" + (f" ({rec['run_name']})" if rec.get("run_name") else "")
+            if rec["run_id"] in seen:
+                sources[seen[rec["run_id"]]] += f"; duplicate in {where}"
+                continue
+            seen[rec["run_id"]] = len(recs)
+            recs.append(rec)
+            sources.append(where)
+    return recs, sources
+
+
+def load_runs(results_dirs: str | Path | list):
+    """The runs table (one row per record) with the columns the report needs, and the records (loss curves).
+
+    Several folders (written on other machines, by other people) merge into one table: a run id met twice is one
+    run, kept from the first folder; `source` says where every row came from."""
     import pandas as pd
 
-    recs = records.read_records(results_dir)
+    folders = [Path(d) for d in (results_dirs if isinstance(results_dirs, (list, tuple)) else [results_dirs])]
+    recs, sources = read_folders(folders)
+    duplicates = sum(s.count("; duplicate in ") for s in sources)
     if not recs:
         raise SystemExit(
-            f"peftbench-report: no records under {results_dir} (expected */{records.RECORD}). "
+            f"peftbench-report: no records under {', '.join(map(str, folders))} (expected */{records.RECORD}). "
             "Give the results folder a sweep wrote, e.g. results/embedded-default."
         )
     frame = records.to_frame(recs).reset_index(drop=True)
+    frame["source"] = sources
+    frame["method_r"] = [(rec.get("method_config") or {}).get("r") for rec in recs]  # LoRA's rank, for the folklore
     for col in ("status", "method", "engine", "model"):
         if col not in frame:
             frame[col] = "ok" if col == "status" else "?"
-        frame[col] = frame[col].fillna("—" if col == "engine" else "?").astype(str)  # base rows train no engine
-    for col in METRICS:
+        frame[col] = frame[col].fillna(NO_ENGINE if col == "engine" else "?").astype(str)  # base rows train no engine
+    for col in list(METRICS) + ["predicted_peak_gib", "gpu_total_gib", "steps", "steady_state_steps",
+                                "warmup_steps_excluded"]:  # fmt: skip
         frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
     frame["gpu"] = [
         gpu_label(n, c) for n, c in zip(frame.get("gpu_name", [None] * len(frame)), frame.get("gpu_count", [None] * len(frame)))
@@ -128,17 +196,21 @@ def load_runs(results_dir: str | Path):
     configs = variant_configs(recs)
     frame["variant"] = [hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:6] for c in configs]
     frame["method_label"] = variant_labels(frame, configs)
+    frame["apart"] = set_apart(frame, configs)
+    frame.attrs.update(folders=[str(f) for f in folders], duplicates=duplicates)
     return frame, recs
 
 
 def fill_device(frame) -> None:
-    """A run that failed before training has no device in its record; it ran where the rest of its sweep ran."""
-    if "run_name" not in frame:
-        return
-    for _, idx in frame.groupby("run_name").groups.items():
-        known = set(frame.loc[idx, "gpu"]) - {UNKNOWN_DEVICE}
-        if len(known) == 1:
-            frame.loc[[i for i in idx if frame.at[i, "gpu"] == UNKNOWN_DEVICE], "gpu"] = known.pop()
+    """A run that failed before training has no device in its record; it ran where the rest of its sweep ran (or,
+    failing that, where every other run of its model in these folders ran)."""
+    for key in ("run_name", "model"):
+        if key not in frame:
+            continue
+        for _, idx in frame.groupby(key).groups.items():
+            known = set(frame.loc[idx, "gpu"]) - {UNKNOWN_DEVICE}
+            if len(known) == 1:
+                frame.loc[[i for i in idx if frame.at[i, "gpu"] == UNKNOWN_DEVICE], "gpu"] = known.pop()
 
 
 def fill_delta(frame) -> None:
@@ -150,27 +222,63 @@ def fill_delta(frame) -> None:
     frame.loc[missing, "score_delta"] = frame.loc[missing, "score"] - frame.loc[missing, "model"].map(base).astype(float)
 
 
-def variant_labels(frame, configs: list[dict[str, Any]]) -> list[str]:
-    """`lora`, or `lora (r=32)` when one method ran with several configs on one model: name what differs."""
+def shown_value(configs: list[dict[str, Any]], i: int, key: str) -> str:
+    return plain(json.loads(configs[i][key])) if key in configs[i] else "-"
+
+
+def option_name(key: str, named: bool) -> str:
+    """`profile` for a group's choice (profile.name), else the option's last part (`r`, `per_device_train_batch_size`)."""
+    return key.split(".")[0] if named else key.split(".")[-1]
+
+
+def variant_labels(frame, configs: list[dict[str, Any]], most: int = 4) -> list[str]:
+    """`lora`, or `lora (r=32)` when one method ran with several configs on one model and GPU: name what differs.
+
+    A group's choice (`profile=fast`) is named first; then, one at a time, the option that tells the most variants
+    apart, until every variant has a label of its own (at most `most` options; past that the config hash is added).
+    Engines are a column of their own (and in plot labels), so what differs is looked for within one engine."""
     labels = list(frame["method"])
     for _, idx in frame.groupby(["model", "gpu", "engine", "method"]).groups.items():
         idx = list(idx)
-        if len({frame.at[i, "variant"] for i in idx}) < 2:
+        variants = {frame.at[i, "variant"]: i for i in idx}
+        if len(variants) < 2:
             continue
         keys = sorted({k for i in idx for k in configs[i]})
         differ = [k for k in keys if len({configs[i].get(k) for i in idx}) > 1]
-        named = [k for k in differ if k.endswith(".name")]  # a group's choice (profile=fast) says it first
-        same_name = {}  # variants the named keys alone do not tell apart: add what else differs among them
+        told = lambda chosen: len({tuple(configs[i].get(k) for k in chosen) for i in variants.values()})  # noqa: E731
+        chosen = [k for k in differ if k.endswith(".name")]  # a group's choice (profile=fast) says it first
+        while told(chosen) < len(variants) and len(chosen) < most:
+            rest = [k for k in differ if k not in chosen]
+            if not rest:
+                break
+            # most variants told apart; then an option every record has (one absent in older records is schema drift)
+            chosen.append(max(rest, key=lambda k: (told(chosen + [k]), all(k in configs[i] for i in idx), -rest.index(k))))
+        unique = told(chosen) == len(variants)
         for i in idx:
-            same_name.setdefault(tuple(configs[i].get(k) for k in named), []).append(i)
-        extra = [k for k in differ if k not in named
-                 and any(len({configs[i].get(k) for i in group}) > 1 for group in same_name.values())]  # fmt: skip
-        shown = (named + extra)[:3] if named else differ[:3]
-        for i in idx:
-            parts = [f"{k.split('.')[0] if k in named else k.split('.')[-1]}="
-                     f"{json.loads(configs[i][k]) if k in configs[i] else '-'}" for k in shown]  # fmt: skip
-            labels[i] = f"{frame.at[i, 'method']} ({', '.join(parts) or frame.at[i, 'variant']})"
+            parts = [f"{option_name(k, k.endswith('.name'))}={shown_value(configs, i, k)}" for k in chosen]
+            if not unique:
+                parts.append(f"config {frame.at[i, 'variant']}")
+            labels[i] = f"{frame.at[i, 'method']} ({', '.join(parts)})"
     return labels
+
+
+def set_apart(frame, configs: list[dict[str, Any]]) -> list[str]:
+    """For each run that did not finish: the options where it differs from the ok runs of its method in its facet
+    (or of its facet, when its method has none), e.g. `per_device_train_batch_size=512`. Empty for ok runs."""
+    out = [""] * len(frame)
+    for i in range(len(frame)):
+        if frame.at[i, "status"] == "ok":
+            continue
+        same_facet = [j for j in range(len(frame)) if j != i and frame.at[j, "status"] == "ok"
+                      and frame.at[j, "model"] == frame.at[i, "model"] and frame.at[j, "gpu"] == frame.at[i, "gpu"]]  # fmt: skip
+        peers = [j for j in same_facet if frame.at[j, "method"] == frame.at[i, "method"]] or same_facet
+        if not peers:
+            continue
+        own_method = frame.at[peers[0], "method"] == frame.at[i, "method"]
+        differ = [f"{option_name(k, k.endswith('.name'))}={shown_value(configs, i, k)}" for k in sorted(configs[i])
+                  if (own_method or not k.startswith("method.")) and configs[i][k] not in {configs[j].get(k) for j in peers}]  # fmt: skip
+        out[i] = ", ".join(differ[:4])
+    return out
 
 
 # -- ranking --------------------------------------------------------------------------------------------------------
@@ -193,37 +301,97 @@ def memory_metric(frame) -> str:
     return "gpu_allocated_gib_peak"
 
 
+def capacity_gib(gpu_name: Any, recorded: Any) -> float:
+    """The GPU's memory: as the run recorded it (gpu_total_gib), else read off a name that states it (`80GB`)."""
+    import re
+
+    if isinstance(recorded, (int, float)) and recorded == recorded:
+        return float(recorded)
+    match = re.search(r"(\d+)\s*GB", str(gpu_name or ""))
+    return int(match.group(1)) * 1e9 / 2**30 if match else float("nan")  # a card's "80GB" is decimal gigabytes
+
+
+def standard_error(row: Row, metric: str) -> float:
+    """The uncertainty of a row's mean: the evaluation's own stderr for score (averaged over seeds, shrunk by √n),
+    else the spread of its seeds over √n; nan with one seed and no stderr."""
+    if metric in ("score", "score_delta") and not math.isnan(row.values["score_stderr"][0]):
+        return row.values["score_stderr"][0] / math.sqrt(row.n)
+    std = row.values[metric][1]
+    return std / math.sqrt(row.n) if row.n > 1 and not math.isnan(std) else float("nan")
+
+
+def mark_ties(ranked: list[Row], metric: str) -> None:
+    """Rows whose means differ from their group's best by less than the combined standard error √(se₁² + se₂²) are
+    tied with it: one group, walked down the ranking, each starting at the first row not tied with the one above."""
+    leader: Row | None = None
+    for row in ranked:
+        if leader is not None:
+            se = math.hypot(standard_error(leader, metric), standard_error(row, metric))
+            if not math.isnan(se) and abs(leader.values[metric][0] - row.values[metric][0]) < se:
+                row.tied_with = leader.rank
+                leader.tied_with = leader.rank
+                continue
+        leader = row
+
+
 def leaderboard(frame, metric: str) -> list[Row]:
-    """Seeds of a point averaged; within each (model, GPU), ranked by `metric`; runs not ok listed after, one each."""
+    """Seeds of a point averaged; within each (model, GPU), ranked by `metric`, ties marked; runs not ok listed
+    after, one each, with the options that set them apart and the memory model's prediction beside the GPU's size."""
     rows: list[Row] = []
     ok = frame[frame["status"] == "ok"]
     for keys, group in ok.groupby(list(GROUP_KEYS), sort=False):
         values = {c: (float(group[c].mean()), float(group[c].std(ddof=1))) for c in METRICS}
         first = group.iloc[0]
         rows.append(
-            Row(keys[0], keys[1], keys[2], first["method_label"], "ok", len(group), values,
-                bool(group["quality_valid"].all()), run_ids=list(group["run_id"]))
+            Row(keys[0], keys[1], keys[2], keys[3], "ok", len(group), values, bool(group["quality_valid"].all()),
+                run_ids=list(group["run_id"]), label=first["method_label"], sources=list(dict.fromkeys(group["source"])),
+                seeds=[plain(v) for v in group.get("seed", [])], predicted_peak_gib=float(group["predicted_peak_gib"].mean()),
+                gpu_capacity_gib=capacity_gib(keys[1], first.get("gpu_total_gib")))
         )  # fmt: skip
     for _, run in frame[frame["status"] != "ok"].iterrows():
         values = {c: (float(run[c]), float("nan")) for c in METRICS}
         error = str(run.get("error") or "") if run.get("error") == run.get("error") else ""
         rows.append(
-            Row(run["model"], run["gpu"], run["engine"], run["method_label"], run["status"], 1, values,
-                bool(run["quality_valid"]), error=error, run_ids=[run["run_id"]])
+            Row(run["model"], run["gpu"], run["engine"], run["method"], run["status"], 1, values,
+                bool(run["quality_valid"]), error=error, run_ids=[run["run_id"]], label=run["method_label"],
+                key="|".join((run["model"], run["gpu"], run["engine"], run["method_label"], run["run_id"])),
+                apart=run["apart"], sources=[run["source"]], seeds=[plain(run.get("seed"))],
+                predicted_peak_gib=float(run["predicted_peak_gib"]),
+                gpu_capacity_gib=capacity_gib(run["gpu"], run.get("gpu_total_gib")))
         )  # fmt: skip
-    higher = METRICS[metric][1]
+    facet_metric = {facet: facet_metric_for(rows, facet, metric) for facet in dict.fromkeys(r.facet for r in rows)}
 
     def order(row: Row):
-        mean = row.values[metric][0]
+        col = facet_metric[row.facet]
+        mean = row.values[col][0]
         has = row.status == "ok" and not math.isnan(mean)
-        return (row.facet, STATUS_ORDER.get(row.status, 9), not has, -mean if has and higher else mean if has else 0)
+        return (row.facet, STATUS_ORDER.get(row.status, 9), not has, -mean if has and METRICS[col][1] else mean if has else 0)
 
     rows.sort(key=order)
-    for facet in dict.fromkeys(r.facet for r in rows):
-        ranked = [r for r in rows if r.facet == facet and r.status == "ok" and not math.isnan(r.values[metric][0])]
+    for facet, col in facet_metric.items():
+        ranked = [r for r in rows if r.facet == facet and r.status == "ok" and not math.isnan(r.values[col][0])]
         for i, row in enumerate(ranked, 1):
             row.rank = i
+            row.ranked_by = col
+        mark_ties(ranked, col)
     return rows
+
+
+def facet_metric_for(rows: list[Row], facet: tuple[str, str], metric: str) -> str:
+    """The metric one model × GPU section ranks by: the asked-for one, else (no run there has it, e.g. random
+    weights beside a scored section in a merged report) the first fallback it has values for."""
+    mine = [r for r in rows if r.facet == facet and r.status == "ok"]
+    for col in (metric, *FALLBACK):
+        if any(not math.isnan(r.values[col][0]) for r in mine):
+            return col
+    return metric
+
+
+def rank_text(row: Row) -> str:
+    """`1`, or `=1` for every row of a tie group (the group's best included): read `=2` as "tied with rank 2"."""
+    if row.rank is None:
+        return ""
+    return f"={row.tied_with}" if row.tied_with is not None else str(row.rank)
 
 
 def shown_columns(rows: list[Row]) -> list[str]:
@@ -232,15 +400,27 @@ def shown_columns(rows: list[Row]) -> list[str]:
 
 
 # -- formatting -----------------------------------------------------------------------------------------------------
+GIB_COLUMNS = {c for c in METRICS if c.endswith("_gib_peak")}
+
+
 def fmt_number(value: float, col: str = "") -> str:
-    if value is None or math.isnan(value):
+    """Readable numbers: thousands separators, integers as integers, GiB with 2 decimals, never `1.296e+04`."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if col == "trainable_params":
         for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
             if abs(value) >= size:
-                return f"{value / size:.3g}{unit}"
-        return f"{value:.0f}"
-    return f"{value:.4g}"
+                return f"{value / size:.3g} {unit}"
+        return f"{value:,.0f}"
+    if col in GIB_COLUMNS:
+        return f"{value:,.2f}"
+    if float(value).is_integer() or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 100:
+        return f"{value:.1f}"
+    if abs(value) < 1e-3:
+        return f"{value:.2g}" if abs(value) >= 1e-6 else f"{value:.1e}"
+    return f"{value:.4g}" if abs(value) < 1 else f"{value:.3g}"
 
 
 def fmt_cell(row: Row, col: str) -> str:
@@ -250,7 +430,8 @@ def fmt_cell(row: Row, col: str) -> str:
         return "n/a†"
     text = fmt_number(mean, col)
     if text and row.n > 1 and not math.isnan(std):
-        text += f" ± {fmt_number(std, col) if col == 'trainable_params' else f'{std:.2g}'}"
+        spread = fmt_number(std, col) if col in GIB_COLUMNS or col == "trainable_params" or std >= 100 else f"{std:.2g}"
+        text += f" ± {spread}"
     return text
 
 
@@ -296,8 +477,44 @@ def per_method(frame, col: str) -> str:
     return "; ".join(f"{value} ({methods})" for value, methods in by_value.items())
 
 
+def timed_steps(run) -> str:
+    """What one record says was timed: its steps, the steady-state ones that throughput counts, and so how many were
+    really left out as warm-up (a run shorter than its warm-up is timed over every step: none were)."""
+    steps, steady = run.get("steps"), run.get("steady_state_steps")
+    if steps != steps or steps is None:
+        return "not recorded"
+    steps = int(steps)
+    if steady != steady or steady is None:
+        return f"{steps:,} steps (throughput window not recorded)"
+    left_out = steps - int(steady)
+    if left_out <= 0:
+        asked = run.get("warmup_steps_excluded")
+        why = f" (shorter than its {int(asked)}-step warm-up)" if asked == asked and asked and asked >= steps else ""
+        return f"{steps:,} steps, every one timed{why}"
+    return f"{steps:,} steps, throughput over the last {int(steady):,} (first {left_out:,} left out as warm-up)"
+
+
+def steps_text(frame) -> str:
+    """The timed steps as the records say them: one statement when every run agrees, else each with its methods."""
+    ran = frame[frame["steps"].notna()] if "steps" in frame else frame.iloc[0:0]
+    if ran.empty:
+        return f"{distinct(frame, 'hyperparameters.max_steps')} (max_steps; no run recorded its steps)"
+    texts = [timed_steps(run) for _, run in ran.iterrows()]
+    by_text: dict[str, list[str]] = {}
+    for text, label in zip(texts, ran["method_label"]):
+        by_text.setdefault(text, [])
+        if label not in by_text[text]:
+            by_text[text].append(label)
+    if len(by_text) == 1:
+        return texts[0]
+    return "; ".join(f"{text} ({', '.join(sorted(labels))})" for text, labels in by_text.items())
+
+
 def conditions(frame) -> list[tuple[str, str]]:
-    """What the numbers in one (model, GPU) section hold under, as (label, text) pairs."""
+    """What the numbers in one (model, GPU) section hold under, as (label, text) pairs: from its ok runs' records
+    (a run that did not finish is listed with its error instead, and says nothing about the conditions)."""
+    if (frame["status"] == "ok").any():
+        frame = frame[frame["status"] == "ok"]
     hp = "hyperparameters."
     model = distinct(frame, "model")
     source = distinct(frame, "model_source")
@@ -312,8 +529,6 @@ def conditions(frame) -> list[tuple[str, str]]:
         batch = f"{per_dev} per device × {accum} accumulation × {world if world != 'not recorded' else '1'} process(es)"
     versions = [c for c in frame.columns if c.startswith("versions.")]
     libs = ", ".join(f"{c[len('versions.'):]} {distinct(frame, c)}" for c in versions if distinct(frame, c) != "not recorded")
-    warmup = distinct(frame, "warmup_steps_excluded")
-    warmup = f" (first {warmup} left out of throughput)" if warmup != "not recorded" else ""
     gpu = distinct(frame, "gpu")
     if gpu == "CPU" and "host_cpu_count" in frame:
         gpu = f"none: CPU ({distinct(frame, 'host_cpu_count')} cores)"
@@ -323,7 +538,7 @@ def conditions(frame) -> list[tuple[str, str]]:
                  f"fingerprint {distinct(frame, 'dataset_fingerprint')})"),
         ("Sequence length", distinct(frame, f"{hp}max_length")),
         ("Batch", batch),
-        ("Steps", f"{distinct(frame, f'{hp}max_steps')}{warmup}; seeds {distinct(frame, 'seed')}"),
+        ("Steps", f"{steps_text(frame)}; seeds {distinct(frame, 'seed')}"),
         ("Learning rate", per_method(frame, f"{hp}learning_rate")),
         ("Precision", per_method(frame, "precision")),
         ("GPU", gpu),
@@ -354,43 +569,215 @@ def ranking_text(metric: str, note: str) -> str:
     return text + (f" ({note})" if note else "")
 
 
+def facet_ranking(rows: list[Row], facet: tuple[str, str], metric: str) -> str:
+    """A line when this section ranks by another metric than the report's (it has no values for that one)."""
+    used = next((r.ranked_by for r in rows if r.facet == facet and r.ranked_by), metric)
+    if used == metric:
+        return ""
+    label, higher = METRICS[used]
+    return f"Ranked here by {label} ({'higher' if higher else 'lower'} is better): no run in this section has {METRICS[metric][0]}."
+
+
+def did_not_finish(row: Row) -> str:
+    """A failed/OOM row in one line: status, what set it apart, the memory model beside the GPU's size, the error."""
+    parts = [status_text(row)]
+    if row.apart:
+        parts.append(f"at {row.apart}")
+    if not math.isnan(row.predicted_peak_gib):
+        cap = f" vs {row.gpu_capacity_gib:,.2f} GiB on the GPU" if not math.isnan(row.gpu_capacity_gib) else ""
+        parts.append(f"memory model predicted {row.predicted_peak_gib:,.2f} GiB{cap}")
+    elif not math.isnan(row.gpu_capacity_gib) and row.status == "oom":
+        parts.append(f"GPU has {row.gpu_capacity_gib:,.2f} GiB (no prediction recorded: it failed before loading)")
+    first = next((line.strip() for line in row.error.splitlines() if line.strip()), "")
+    parts.append(first[:240] if first else "(no message recorded)")
+    return " · ".join(parts)
+
+
+def what_wins(rows: list[Row], facet: tuple[str, str]) -> str:
+    """One paragraph per model × GPU, read off the leaderboard rows: best score (and what ties with it), fastest,
+    smallest peak memory, best score per GiB. Says nothing it has no rows for."""
+    ok = [r for r in rows if r.facet == facet and r.status == "ok"]
+    mem = next((c for c in ("gpu_allocated_gib_peak", "gpu_nvml_used_gib_peak", "rss_gib_peak")
+                if any(not math.isnan(r.values[c][0]) for r in ok)), None)  # fmt: skip
+    has = lambda r, c: c is not None and not math.isnan(r.values[c][0])  # noqa: E731
+    names = lambda rs: ", ".join(f"**{r.name(multi)}**" for r in rs)  # noqa: E731
+    multi = len({r.engine for r in ok} - {NO_ENGINE}) > 1
+    out = []
+    scored = sorted((r for r in ok if has(r, "score") and r.quality_valid), key=lambda r: -r.values["score"][0])
+    if scored:
+        best = scored[0]
+        ties = [r for r in scored[1:] if r.tied_with is not None and r.tied_with == best.rank]
+        se = standard_error(best, "score")
+        out.append(f"Best score: {names([best])} ({fmt_cell(best, 'score')}"
+                   + (f", stderr {se:.2g}" if not math.isnan(se) else "") + ")"
+                   + (f", statistically tied with {names(ties)}" if ties else "") + ".")  # fmt: skip
+    fast = sorted((r for r in ok if has(r, "tokens_per_s")), key=lambda r: -r.values["tokens_per_s"][0])
+    if fast:
+        top = fast[0]
+        ratio = f", {top.values['tokens_per_s'][0] / fast[-1].values['tokens_per_s'][0]:.2f}× the slowest ({names([fast[-1]])})" if len(fast) > 1 else ""
+        out.append(f"Fastest: {names([top])} at {fmt_cell(top, 'tokens_per_s')} tokens/s{ratio}.")
+    if mem:
+        small = sorted((r for r in ok if has(r, mem)), key=lambda r: r.values[mem][0])
+        if small:
+            out.append(f"Smallest {METRICS[mem][0]}: {names([small[0]])} at {fmt_number(small[0].values[mem][0], mem)} GiB"
+                       + (f" (largest: {names([small[-1]])}, {fmt_number(small[-1].values[mem][0], mem)} GiB)" if len(small) > 1 else "") + ".")  # fmt: skip
+        per = sorted(((r.values["score"][0] / r.values[mem][0], r) for r in scored if has(r, mem) and r.values[mem][0] > 0),
+                     key=lambda t: -t[0])  # fmt: skip
+        if per:
+            out.append(f"Best score per GiB: {names([per[0][1]])} ({per[0][0]:.3g} per GiB).")
+    if not scored and ok:
+        out.append("No quality score here (random weights or no evaluation): compare memory and speed only.")
+    bad = [r for r in rows if r.facet == facet and r.status != "ok"]
+    if bad:
+        out.append(f"{len(bad)} run(s) did not finish: " + "; ".join(f"{r.label} ({status_text(r)}"
+                   + (f" at {r.apart}" if r.apart else "") + ")" for r in bad) + ".")  # fmt: skip
+    return " ".join(out)
+
+
+# -- folklore -------------------------------------------------------------------------------------------------------
+# (claim, usual figure, where it comes from, test on the facet's rows -> what the rows say, or None without rows)
+SEVEN_B = (6e9, 8.5e9)
+
+
+def _param_count(frame, row: Row) -> float:
+    sub = frame[frame["run_id"].isin(row.run_ids)]
+    return float(sub["total_params"].mean()) if "total_params" in sub else float("nan")
+
+
+def _peaks(frame, rows: list[Row], method: str, params: tuple[float, float], r: int | None = None) -> list[str]:
+    out = []
+    for row in rows:
+        if row.status != "ok" or row.method != method or math.isnan(row.values["gpu_allocated_gib_peak"][0]):
+            continue
+        n = _param_count(frame, row)
+        if not (params[0] <= n <= params[1]):
+            continue
+        if r is not None and r not in set(frame[frame["run_id"].isin(row.run_ids)]["method_r"]):
+            continue
+        gb = row.values["gpu_allocated_gib_peak"][0] * 2**30 / 1e9
+        out.append(f"{row.name(True)} on {row.gpu}: {gb:,.1f} GB peak allocated ({n / 1e9:.2f} B params, "
+                   f"{row_batch(frame, row)})")
+    return out
+
+
+def row_batch(frame, row: Row) -> str:
+    sub = frame[frame["run_id"].isin(row.run_ids)]
+    bs = distinct(sub, "hyperparameters.per_device_train_batch_size")
+    seq = distinct(sub, "hyperparameters.max_length")
+    return f"batch {bs}" + (f" × {seq} tokens" if seq != "not recorded" else "")
+
+
+def folklore(frame, rows: list[Row]) -> list[tuple[str, str, str, list[str]]]:
+    """The textbook claims beside this folder's rows: (claim, usual figure, source, what the rows say), only the claims
+    some row here speaks to."""
+    claims = []
+    full = _peaks(frame, rows, "full", SEVEN_B)
+    if full:
+        claims.append(("Full fine-tuning of a 7B model needs ~84-112 GB of GPU memory",
+                       "12-16 bytes per parameter (weights, gradients, Adam states) × 7 B",
+                       "the usual rule of thumb; e.g. Hugging Face Transformers docs, \"Model training anatomy\" "
+                       "(mixed-precision AdamW: 18 bytes per parameter before activations)", full))  # fmt: skip
+    lora = _peaks(frame, rows, "lora", SEVEN_B, r=16)
+    if lora:
+        claims.append(("LoRA r=16 on a 7B model needs ~16-18 GB", "bf16 weights (~14 GB) + adapter states + activations",
+                       "common guidance in fine-tuning guides (bf16 base weights at 2 bytes per parameter)", lora))  # fmt: skip
+    qlora = _peaks(frame, rows, "qlora", SEVEN_B)
+    if qlora:
+        claims.append(("QLoRA on a 7B model needs ~6 GB", "4-bit NF4 weights (~3.5-4 GB) + adapter + activations",
+                       "Dettmers et al. 2023, QLoRA (arXiv:2305.14314), and guides built on it", qlora))  # fmt: skip
+    big = _peaks(frame, rows, "qlora", (6e10, 8e10))
+    if big:
+        claims.append(("QLoRA fits a 65-70B model on one 48 GB GPU", "≤ 48 GB", "Dettmers et al. 2023, QLoRA "
+                       "(arXiv:2305.14314): \"finetune a 65B parameter model on a single 48GB GPU\"", big))  # fmt: skip
+    quality = []
+    for facet in dict.fromkeys(r.facet for r in rows):
+        ok = {r.method: r for r in rows if r.facet == facet and r.status == "ok" and r.quality_valid
+              and not math.isnan(r.values["score"][0]) and r.label == r.method}  # fmt: skip
+        if "lora" in ok and "full" in ok:
+            lo, fu = ok["lora"], ok["full"]
+            delta = lo.values["score"][0] - fu.values["score"][0]
+            se = math.hypot(standard_error(lo, "score"), standard_error(fu, "score"))
+            verdict = "within one combined stderr: tied" if not math.isnan(se) and abs(delta) < se else "beyond one combined stderr"
+            quality.append(f"{facet_title(facet)}: LoRA trains {fmt_number(lo.values['trainable_pct'][0])}% of the weights; "
+                           f"score {fmt_cell(lo, 'score')} vs full {fmt_cell(fu, 'score')}, Δ {delta:+.3f}"
+                           + (f" ± {se:.3f} ({verdict})" if not math.isnan(se) else ""))  # fmt: skip
+    if quality:
+        claims.append(("LoRA trains under 1% of the weights for about the same quality as full fine-tuning",
+                       "< 1% trainable, quality on par", "Hu et al. 2021, LoRA (arXiv:2106.09685): \"performs on-par "
+                       "or better than fine-tuning in model quality\" on RoBERTa, DeBERTa, GPT-2 and GPT-3", quality))  # fmt: skip
+    sizes = [r for r in rows if r.status == "ok" and r.method not in ("full", "base")
+             and not math.isnan(r.values["adapter_mb"][0])]  # fmt: skip
+    if sizes:
+        lo = min(sizes, key=lambda r: r.values["adapter_mb"][0])
+        hi = max(sizes, key=lambda r: r.values["adapter_mb"][0])
+        said = [f"{len(sizes)} adapter(s) here: {fmt_number(lo.values['adapter_mb'][0])} MB ({lo.name(True)}, {lo.model}) "
+                f"to {fmt_number(hi.values['adapter_mb'][0])} MB ({hi.name(True)}, {hi.model})"]  # fmt: skip
+        claims.append(("An adapter is a few MB", "a few MB (vs GBs for the model)", "PEFT's README (\"checkpoints "
+                       "only a few MBs\"); LoRA paper: GPT-3 175B checkpoint 350 GB → 35 MB at r=4", said))  # fmt: skip
+    return claims
+
+
 def render_markdown(frame, rows: list[Row], metric: str, note: str, images: dict[str, str]) -> str:
-    label, higher = METRICS[metric]
     cols = shown_columns(rows)
     lines = [
         "# peftbench leaderboard",
         "",
-        f"{len(frame)} runs from `{distinct(frame, 'run_name')}`; {ranking_text(metric, note)}. "
-        "Several seeds of one point are shown as mean ± std (sample std). Runs that did not finish ok are listed with their status and error, never dropped.",
+        f"{len(frame)} runs from {sources_text(frame)}; {ranking_text(metric, note)}. "
+        "Several seeds of one point are shown as mean ± std (sample std). "
+        f"{TIE_NOTE} Runs that did not finish ok are listed with their status and error, never dropped.",
     ]  # fmt: skip
     if (~frame["quality_valid"]).any():
         lines += ["", "† random-init weights: score and losses measure nothing about quality, so they are left out."]
     for facet in facets(frame):
         sub = frame[(frame["model"] == facet[0]) & (frame["gpu"] == facet[1])]
-        lines += ["", f"## {facet_title(facet)}", ""]
+        lines += ["", f"## {facet_title(facet)}", "", f"**What wins here.** {what_wins(rows, facet)}", ""]
+        lines += [f"{facet_ranking(rows, facet, metric)}", ""] if facet_ranking(rows, facet, metric) else []
         lines += [f"- **{k}**: {v}" for k, v in conditions(sub)]
         header = ["rank", "method", "engine", "status", "seeds"] + [METRICS[c][0] for c in cols] + ["error"]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in (r for r in rows if r.facet == facet):
-            cells = [str(row.rank or ""), row.method, row.engine, status_text(row), str(row.n)]
-            cells += [fmt_cell(row, c) for c in cols]
-            cells.append(row.error.splitlines()[0][:160] if row.error else "")
+            cells = [rank_text(row), row.label, row.engine, status_text(row), str(row.n)]
+            cells += [fmt_cell(row, c) if row.status == "ok" else "" for c in cols]
+            cells.append(did_not_finish(row) if row.status != "ok" else "")
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    claims = folklore(frame, rows)
+    if claims:
+        lines += ["", "## Folklore, measured", "", "Common claims beside what this folder's rows say (only the claims "
+                  "some row here speaks to; peak allocated memory in GB = 10⁹ bytes, as the claims count).", ""]  # fmt: skip
+        for claim, figure, source, said in claims:
+            lines += [f"- **{claim}** (usual figure: {figure}; source: {source}). Here:"]
+            lines += [f"  - {s}" for s in said]
     if images:
         lines += ["", "## Plots", ""] + [f"![{name}]({Path(path).name})" for name, path in images.items()]
     lines += ["", "Interactive version (sortable, filterable, any two metrics on the Pareto plot): `report.html`.", ""]
     return "\n".join(lines)
 
 
+TIE_NOTE = ("A rank written `=k` is tied with rank k: their means differ by less than the combined standard error "
+            "√(se₁² + se₂²) (the evaluation's stderr for score; the seeds' spread over √n otherwise).")  # fmt: skip
+
+
+def sources_text(frame) -> str:
+    """`embedded-default` for one folder; for several, how many were merged and how many duplicate runs were dropped."""
+    folders = frame.attrs.get("folders") or list(dict.fromkeys(s.split(" (")[0] for s in frame["source"]))
+    if len(folders) == 1:
+        return f"`{distinct(frame, 'run_name')}`"
+    dropped = frame.attrs.get("duplicates", 0)
+    return (f"{len(folders)} results folders merged by run id ({dropped} duplicate run(s) counted once; each row's "
+            f"`source` names its folder): {', '.join(f'`{f}`' for f in folders)}")  # fmt: skip
+
+
 # -- entry points ---------------------------------------------------------------------------------------------------
-def write_report(results_dir: str | Path, out: str | Path | None = None, metric: str = "score") -> dict[str, Path]:
-    """Write report.md, report.html and the PNGs; returns their paths by name."""
+def write_report(results_dir: str | Path | list, out: str | Path | None = None, metric: str = "score") -> dict[str, Path]:
+    """Write report.md, report.html and the PNGs; returns their paths by name. Several folders merge into one."""
     from peftbench import report_html, report_plots
 
-    results_dir = Path(results_dir)
-    out = Path(out) if out else results_dir
+    folders = [Path(d) for d in (results_dir if isinstance(results_dir, (list, tuple)) else [results_dir])]
+    if out is None and len(folders) > 1:
+        raise SystemExit("peftbench-report: several results folders merge into one report: give --out DIR for it.")
+    out = Path(out) if out else folders[0]
     out.mkdir(parents=True, exist_ok=True)
-    frame, recs = load_runs(results_dir)
+    frame, recs = load_runs(folders)
     metric, note = pick_metric(frame, metric)
     rows = leaderboard(frame, metric)
     pareto_y = "score" if frame["score"].notna().any() else metric  # default: score vs peak memory
@@ -399,19 +786,29 @@ def write_report(results_dir: str | Path, out: str | Path | None = None, metric:
     records.atomic_write_text(paths["md"], render_markdown(frame, rows, metric, note, images))
     html = report_html.render(frame, rows, recs, metric, note, images, x=memory_metric(frame), y=pareto_y)
     records.atomic_write_text(paths["html"], html)
-    for path in (paths["md"], paths["html"]):
+    if len(folders) > 1:  # a folder to publish as it is: index.html opens on any static host, the CSVs beside it
+        paths["index"] = out / "index.html"
+        records.atomic_write_text(paths["index"], html)
+        paths["runs_csv"] = out / "runs.csv"
+        records.atomic_write_text(paths["runs_csv"], frame.drop(columns=["variant"]).to_csv(index=False))
+    for path in paths.values():
         path.chmod(0o644)  # a report is for sharing; the atomic write's temp file was private (0600)
     return paths
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peftbench-report", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", help="a results folder a sweep wrote (holds */record.json)")
+    parser.add_argument("results_dir", nargs="+", help="results folders sweeps wrote (hold */record.json); several "
+                        "merge into one leaderboard (deduplicated by run id, one section per model × GPU)")  # fmt: skip
     parser.add_argument("--metric", default="score", choices=list(METRICS), help="rank by (default: score)")
-    parser.add_argument("--out", default=None, help="where to write the report (default: RESULTS_DIR)")
+    parser.add_argument("--out", default=None, help="where to write the report (default: RESULTS_DIR; required with "
+                        "several folders): a static folder to publish as it is")  # fmt: skip
     args = parser.parse_args(argv)
-    if not Path(args.results_dir).is_dir():
-        parser.error(f"RESULTS_DIR {args.results_dir!r} is not a folder; give the folder a sweep wrote.")
+    for folder in args.results_dir:
+        if not Path(folder).is_dir():
+            parser.error(f"RESULTS_DIR {folder!r} is not a folder; give the folder a sweep wrote.")
+    if len(args.results_dir) > 1 and not args.out:
+        parser.error("several results folders merge into one report: give --out DIR for it")
     paths = write_report(args.results_dir, args.out, args.metric)
     print("\n".join(f"{name}: {path}" for name, path in paths.items()))
     return 0

@@ -12,7 +12,7 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from peftbench.report import METRICS, Row, facet_title, facets, fmt_number
+from peftbench.report import METRICS, NO_ENGINE, Row, facet_title, facets, fmt_cell, fmt_number, standard_error
 
 DOMINATED = "#b8b8b8"
 
@@ -45,27 +45,67 @@ def _axes(n: int, width: float = 8.0, height: float = 3.6):
     return fig, [fig.add_subplot(n, 1, i + 1) for i in range(n)]
 
 
-def plot_pareto(path: Path, rows: list[Row], x: str, y: str, colours: dict[str, str]) -> bool:
+def several_engines(rows: list[Row], facet) -> bool:
+    return len({r.engine for r in rows if r.facet == facet and r.status == "ok"} - {NO_ENGINE}) > 1
+
+
+def error(row: Row, col: str) -> float:
+    """The error bar of a point: the score's standard error, else the seeds' std; 0 when neither is known."""
+    se = standard_error(row, col) if col in ("score", "score_delta") else row.values[col][1]
+    return 0.0 if math.isnan(se) else se
+
+
+def pareto_points(rows: list[Row], x: str, y: str) -> list[dict[str, Any]]:
+    """The points of the Pareto plot, each keyed by its row's identity, with its label, values, error bars and front
+    membership: the PNG and the HTML plot draw from this one list."""
     ok = [r for r in rows if r.status == "ok" and not math.isnan(r.values[x][0]) and not math.isnan(r.values[y][0])]
-    if not ok:
-        return False
-    groups = list(dict.fromkeys(r.facet for r in ok))
-    fig, axes = _axes(len(groups), height=4.2)
-    for ax, facet in zip(axes, groups):
+    out = []
+    for facet in dict.fromkeys(r.facet for r in ok):
         pts = [r for r in ok if r.facet == facet]
-        xy = [(r.values[x][0], r.values[y][0]) for r in pts]
-        front = set(pareto_front(xy, METRICS[x][1], METRICS[y][1]))
-        for i, (r, (px, py)) in enumerate(zip(pts, xy)):
-            colour = colours.get(r.method.split(" (")[0], "C0") if i in front else DOMINATED
-            ax.scatter([px], [py], color=colour, s=60, zorder=3, edgecolor="black" if i in front else "none")
-            label = f"{r.method} [{r.engine}]" if len({o.engine for o in ok}) > 1 else r.method
-            ax.annotate(label, (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8,
-                        color="black" if i in front else "#888888")  # fmt: skip
-        draw_front(ax, xy, front, x, y)
-        ax.set_title(f"Pareto front — {facet_title(facet)} (grey: dominated)", fontsize=10)
+        front = set(pareto_front([(r.values[x][0], r.values[y][0]) for r in pts], METRICS[x][1], METRICS[y][1]))
+        multi = several_engines(rows, facet)
+        for i, r in enumerate(pts):
+            out.append({"key": r.key, "label": r.name(multi), "facet": facet, "method": r.method, "x": r.values[x][0],
+                        "y": r.values[y][0], "xerr": error(r, x), "yerr": error(r, y), "front": i in front})  # fmt: skip
+    return out
+
+
+def plot_pareto(path: Path, rows: list[Row], x: str, y: str, colours: dict[str, str]) -> bool:
+    points = pareto_points(rows, x, y)
+    if not points:
+        return False
+    groups = list(dict.fromkeys(p["facet"] for p in points))
+    fig, axes = _axes(len(groups), height=4.6)
+    for ax, facet in zip(axes, groups):
+        pts = [p for p in points if p["facet"] == facet]
+        for p in pts:
+            colour = colours.get(p["method"], "C0") if p["front"] else DOMINATED
+            if p["xerr"] or p["yerr"]:
+                ax.errorbar([p["x"]], [p["y"]], xerr=[p["xerr"]] if p["xerr"] else None,
+                            yerr=[p["yerr"]] if p["yerr"] else None, color=colour, lw=1, capsize=3, zorder=2)  # fmt: skip
+            ax.scatter([p["x"]], [p["y"]], color=colour, s=60, zorder=3, edgecolor="black" if p["front"] else "none")
+        annotate_apart(ax, pts)
+        xy = [(p["x"], p["y"]) for p in pts]
+        draw_front(ax, xy, {i for i, p in enumerate(pts) if p["front"]}, x, y)
+        ax.set_title(f"Pareto front — {facet_title(facet)} (grey: dominated; bars: ±1 stderr)", fontsize=10)
         ax.grid(alpha=0.3)
     fig.savefig(path)
     return True
+
+
+def annotate_apart(ax, pts: list[dict[str, Any]]) -> None:
+    """Each point's own label beside it; labels of points close together are stacked downwards so none overlaps
+    (placed in display space after the axes know their limits)."""
+    ax.get_xlim(), ax.get_ylim()  # settles the autoscaled limits, so transData maps points where they will be drawn
+    placed: list[tuple[float, float]] = []
+    for p in sorted(pts, key=lambda q: (-q["y"], q["x"])):
+        px, py = ax.transData.transform((p["x"], p["y"]))
+        dy = 4
+        while any(abs(px - ox) < 90 and abs(py + dy - oy) < 11 for ox, oy in placed):
+            dy -= 11
+        placed.append((px, py + dy))
+        ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(6, dy), fontsize=8,
+                    color="black" if p["front"] else "#777777", gid=f"label:{p['key']}")  # fmt: skip
 
 
 def draw_front(ax, xy: list[tuple[float, float]], front: set[int], x: str, y: str) -> None:
@@ -79,29 +119,23 @@ def draw_front(ax, xy: list[tuple[float, float]], front: set[int], x: str, y: st
 ENGINE_COLOURS = {"peft": "#4c72b0", "liger": "#dd8452", "unsloth": "#55a868"}
 
 
-def engine_label(row: Row) -> str:
-    """`unsloth`, or `peft · profile=fast` when one method ran in variants under one engine."""
-    base = row.method.split(" (")[0]
-    return row.engine + (f" · {row.method[len(base) + 2:-1]}" if row.method != base else "")
-
-
 def plot_engines(path: Path, rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str = "tokens_per_s") -> bool:
     """The engines of each method on the memory-vs-speed plane, one panel per (model, GPU, method), with the method's
     Pareto front. Drawn only when the results hold more than one engine."""
     ok = [r for r in rows if r.status == "ok" and not math.isnan(r.values[x][0]) and not math.isnan(r.values[y][0])]
     if len({r.engine for r in ok}) < 2:
         return False
-    panels = list(dict.fromkeys((r.facet, r.method.split(" (")[0]) for r in ok))
+    panels = list(dict.fromkeys((r.facet, r.method) for r in ok))
     fig, axes = _axes(len(panels), width=7.0, height=3.4)
     for ax, (facet, method) in zip(axes, panels):
-        pts = [r for r in ok if r.facet == facet and r.method.split(" (")[0] == method]
+        pts = [r for r in ok if r.facet == facet and r.method == method]
         xy = [(r.values[x][0], r.values[y][0]) for r in pts]
         front = set(pareto_front(xy, METRICS[x][1], METRICS[y][1]))
         for i, (r, (px, py)) in enumerate(zip(pts, xy)):
             ax.scatter([px], [py], color=ENGINE_COLOURS.get(r.engine, "C3"), s=70, zorder=3,
                        edgecolor="black" if i in front else "none", label=r.engine)  # fmt: skip
-            ax.annotate(engine_label(r), (px, py), textcoords="offset points", xytext=(5, 4), fontsize=8,
-                        color="black" if i in front else "#777777")  # fmt: skip
+        annotate_apart(ax, [{"key": r.key, "label": r.name(True), "x": px, "y": py, "front": i in front}
+                            for i, (r, (px, py)) in enumerate(zip(pts, xy))])  # fmt: skip
         draw_front(ax, xy, front, x, y)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
@@ -112,25 +146,51 @@ def plot_engines(path: Path, rows: list[Row], x: str = "gpu_allocated_gib_peak",
     return True
 
 
-def plot_bars(path: Path, rows: list[Row], col: str, colours: dict[str, str], log: bool = False) -> bool:
+def bar_layout(rows: list[Row], col: str) -> list[dict[str, Any]]:
+    """The bars of one metric, per facet, smallest first: each keyed by its row's identity and carrying its own name
+    and value text, so a label can only ever sit on its own bar. The PNG and the HTML bars draw from this list."""
     ok = [r for r in rows if r.status == "ok" and not math.isnan(r.values[col][0]) and r.values[col][0] > 0]
-    if not ok:
-        return False
-    groups = list(dict.fromkeys(r.facet for r in ok))
-    fig, axes = _axes(len(groups), height=max(2.4, 0.35 * max(sum(r.facet == g for r in ok) for g in groups) + 1.2))
+    out = []
+    for facet in dict.fromkeys(r.facet for r in ok):
+        multi = several_engines(rows, facet)
+        for pos, r in enumerate(sorted((r for r in ok if r.facet == facet), key=lambda r: r.values[col][0])):
+            std = r.values[col][1]
+            out.append({"key": r.key, "facet": facet, "pos": pos, "name": r.name(multi), "method": r.method,
+                        "value": r.values[col][0], "err": 0.0 if math.isnan(std) else std,
+                        "text": fmt_cell(r, col)})  # fmt: skip
+    return out
+
+
+def bar_figure(rows: list[Row], col: str, colours: dict[str, str], log: bool = False):
+    bars = bar_layout(rows, col)
+    if not bars:
+        return None
+    groups = list(dict.fromkeys(b["facet"] for b in bars))
+    most = max(sum(b["facet"] == g for b in bars) for g in groups)
+    fig, axes = _axes(len(groups), height=max(2.4, 0.38 * most + 1.2))
     for ax, facet in zip(axes, groups):
-        pts = sorted((r for r in ok if r.facet == facet), key=lambda r: r.values[col][0])
-        means = [r.values[col][0] for r in pts]
-        errs = [0 if math.isnan(r.values[col][1]) else r.values[col][1] for r in pts]
-        ax.barh([r.method for r in pts], means, xerr=errs if any(errs) else None,
-                color=[colours.get(r.method.split(" (")[0], "C0") for r in pts])  # fmt: skip
+        mine = [b for b in bars if b["facet"] == facet]
+        pos = [b["pos"] for b in mine]  # numeric positions: two bars with one method name never share a slot
+        ax.barh(pos, [b["value"] for b in mine], xerr=[b["err"] for b in mine] if any(b["err"] for b in mine) else None,
+                color=[colours.get(b["method"], "C0") for b in mine])  # fmt: skip
+        ax.set_yticks(pos, [b["name"] for b in mine], fontsize=8)
         if log:
             ax.set_xscale("log")
-        for i, value in enumerate(means):
-            ax.annotate(fmt_number(value, col), (value, i), textcoords="offset points", xytext=(3, -3), fontsize=8)
+        top = max(b["value"] + b["err"] for b in mine)
+        ax.set_xlim(right=top * (3 if log else 1.18))  # room for the value text after the longest bar
+        for b in mine:
+            ax.annotate(b["text"], (b["value"] + b["err"], b["pos"]), textcoords="offset points", xytext=(3, -3),
+                        fontsize=8, gid=f"value:{b['key']}")  # fmt: skip
         ax.set_xlabel(METRICS[col][0] + (" (log scale)" if log else ""))
         ax.set_title(facet_title(facet), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def plot_bars(path: Path, rows: list[Row], col: str, colours: dict[str, str], log: bool = False) -> bool:
+    fig = bar_figure(rows, col, colours, log)
+    if fig is None:
+        return False
     fig.savefig(path)
     return True
 
@@ -145,17 +205,23 @@ def plot_losses(path: Path, frame, recs: list[dict[str, Any]], colours: dict[str
     fig, axes = _axes(len(groups), height=4.0)
     for ax, facet in zip(axes, groups):
         seen = set()
-        for run in (r for r in runs if (r["model"], r["gpu"]) == facet):
+        mine = [r for r in runs if (r["model"], r["gpu"]) == facet]
+        multi = len({r["engine"] for r in mine}) > 1
+        for run in mine:
             curve = by_id[run["run_id"]]["loss_curve"]
-            label = run["method_label"] if run["method_label"] not in seen else None
-            seen.add(run["method_label"])
+            name = f"{run['method_label']} · {run['engine']}" if multi else run["method_label"]
+            label = name if name not in seen else None
+            seen.add(name)
             ax.plot([p[0] for p in curve], [p[1] for p in curve], label=label, lw=1.4,
                     color=colours.get(run["method"], "C0"), ls="-" if run["quality_valid"] else "--")  # fmt: skip
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")
-        ax.set_title(f"Loss curves — {facet_title(facet)}", fontsize=10)
-        ax.legend(fontsize=8, ncol=2)
+        if len(seen) <= 16:
+            ax.set_title(f"Loss curves — {facet_title(facet)}", fontsize=10)
+            ax.legend(fontsize=8, ncol=2)
+        else:  # a legend of dozens of entries would squeeze the axes away; the HTML tables name every run
+            ax.set_title(f"Loss curves — {facet_title(facet)} ({len(seen)} points; no legend)", fontsize=10)
         ax.grid(alpha=0.3)
     fig.savefig(path)
     return True

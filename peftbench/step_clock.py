@@ -42,6 +42,8 @@ class StepClock:
         self._resolve(wait=True)
         return [t for t in self.times if t is not None]
 
+    resolved = finish  # marks may follow: finish() can be called again, and the times so far stay as they were
+
     def _resolve(self, wait: bool) -> None:
         while self._pending and (wait or self._pending[0][1].query()):
             index, event = self._pending.popleft()

@@ -21,32 +21,24 @@ log = logging.getLogger("peftbench")
 STATUSES: list[str] = []  # statuses of the points known to this process; __main__.exit_code reads them
 STATUS_FILE = "peftbench_status.json"
 
-SHOWN = [
-    "method", "engine", "status", "score", "score_stderr", "score_delta", "trainable_pct", "gpu_allocated_gib_peak", "rss_gib_peak",
-    "tokens_per_s", "step_time_median_s", "adapter_mb", "train_loss", "eval_loss", "time_train_s", "time_eval_s",
-]  # fmt: skip
-
-
-def format_table(frame) -> str:
-    """The columns that compare the family at a glance, rounded for a terminal."""
-    columns = [c for c in SHOWN if c in frame.columns and frame[c].notna().any()]
-    shown = frame[columns].copy()
-    for col in shown.select_dtypes("number").columns:
-        shown[col] = shown[col].map(lambda v: "" if v != v else f"{v:.4g}")
-    return shown.fillna("").to_string(index=False)  # the base row has no engine
-
-
 class PrintResults(Callback):
     def _print(self, config: DictConfig, run_names: Any = None) -> None:
-        from peftbench.records import read_records, to_frame
+        from peftbench.records import readable_records, tabular, to_frame
 
         results_dir = Path(config.run.results_dir)
         if not results_dir.exists():
             return
-        frame = to_frame(read_records(results_dir))
+        frame = tabular(to_frame(readable_records(results_dir)[0]))  # an unreadable record is named by write_table
         if frame.empty:
             return
-        print(f"\npeftbench results: {results_dir}/table.csv ({len(frame)} runs)\n{format_table(frame)}\n", flush=True)
+        from peftbench.console import final_table
+
+        print(f"\npeftbench results: {results_dir}/table.csv ({len(frame)} runs)", flush=True)
+        try:
+            final_table(results_dir)
+        except Exception as exc:  # noqa: BLE001 - the records are safe; the table is a view of them
+            log.error("results table not printed: %s: %s (the records and table.csv are written)", type(exc).__name__, exc)
+        print(flush=True)
         if config.run.get("report", True):
             write_report(results_dir)
 

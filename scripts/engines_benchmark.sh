@@ -62,7 +62,7 @@ print({d: m.version(d) for d in ("torch","transformers","peft","trl","bitsandbyt
     unsloth)
       run unsloth "${pb[@]}" method="$(csv $unsloth_methods)" engine=unsloth ;;
     direct)
-      ckpt=$(python3 -m peftbench.engines checkpoint +recipe=family_7b_synthetic 2>> "$out/logs/direct.log" | tail -1)
+      ckpt=$(python3 -m peftbench.worker checkpoint +recipe=family_7b_synthetic 2>> "$out/logs/direct.log" | tail -1)
       echo "checkpoint: $ckpt" | tee -a "$out/logs/direct.log"
       for m in $unsloth_methods; do
         run direct python3 scripts/unsloth_direct.py --method "$m" --model "$ckpt" --steps "$steps" --warmup 3 \

@@ -5,14 +5,15 @@
 # baseline's tables (OUTDIR/stock_*.csv) into OUTDIR. Every command is echoed into OUTDIR/commands.txt.
 #
 #   scripts/gpu_benchmark.sh OUTDIR [SECTION...]      (default: all sections, in order)
-# Sections: env a_stock a_default a_each ab profile memory_trace a_fast qlora7b_mb1 qlora70b overhead b_stock b_default
+# Sections: env a_stock a_default a_each ab profile memory_trace a_fast qlora7b_mb1 qlora70b overhead measure b_stock
+# b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
 # FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora; METHOD:PROFILE picks peftbench's
 # profile), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS
 # (default none,peftbench; see stock_baseline.py --arms),
 # AB_METHODS (default lora), AB_PROFILES (default "default fast"; a side may be LABEL=PROFILE,OVERRIDE,...),
-# AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora).
+# AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora), MEASURE_METHODS (default lora).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
@@ -103,6 +104,24 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
     overhead)
       run overhead python3 scripts/stock_baseline.py --method lora --config $config --steps "${OVERHEAD_STEPS:-$steps}" \
           --callback-overhead --repeats "${OVERHEAD_REPEATS:-3}" --arms "${OVERHEAD_ARMS:-none,peftbench}" --out "$out/stock_overhead.csv" ;;
+    measure)  # the stock script, unchanged, under `peftbench measure`: the callback's record beside the script's own timer
+      for m in ${MEASURE_METHODS:-lora}; do
+        run measure python3 -m peftbench.measure --results-dir "$out/results/measure" --run-id "stock-$m" --warmup-steps 3 \
+            -- python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --out "$out/stock_measure.csv"
+      done
+      python3 - "$out" <<'PY' | tee -a "$out/logs/measure.log"
+import csv, json, sys
+from pathlib import Path
+out = Path(sys.argv[1])
+for row in csv.DictReader(open(out / "stock_measure.csv")):
+    rec = json.loads((out / "results" / "measure" / f"stock-{row['method']}" / "record.json").read_text())
+    ratio = rec["tokens_per_s"] / float(row["tokens_per_s"])
+    print(f"MEASURE {row['method']}: stock timer {float(row['tokens_per_s']):.1f} tok/s, callback {rec['tokens_per_s']:.1f} "
+          f"(x{ratio:.4f}); peak allocated stock {float(row['peak_allocated_gib']):.3f} GiB, callback "
+          f"{rec['gpu_allocated_gib_peak']:.3f}; real tokens {rec['real_tokens']}; method {rec['method']}; "
+          f"attached {rec['attached']}; unmeasured {rec['unmeasured']}")
+PY
+      ;;
     b_stock)
       for m in $b_methods; do
         run stock_b python3 scripts/stock_baseline.py --method "$m" --config $config --steps "$steps" --workload gsm8k \

@@ -58,19 +58,21 @@ def test_synthetic_workload_trains_without_a_tokenizer_and_counts_every_token(ti
 
 
 def test_memory_model_counts_bytes_per_parameter():
+    from peftbench.methods import predict_memory
+
     config = models.load_config(OmegaConf.create({"config": "llama2_7b", "name_or_path": "x"}))
     shape = memory.shape_of(config)
     # by hand: 32 x (4 x 4096^2 + 3 x 4096 x 11008) block linears; 2 x 32000 x 4096 embeddings + head, 65 x 4096 norms
     assert (shape.linear_params, shape.other_params) == (6_476_005_376, 262_410_240)
-    lora = memory.predict(config, {"name": "lora"}, 2048, 2, gradient_checkpointing=True)
-    qlora = memory.predict(config, {"name": "qlora"}, 2048, 2, gradient_checkpointing=True)
-    full = memory.predict(config, {"name": "full"}, 2048, 2, gradient_checkpointing=True)
+    lora = predict_memory({"name": "lora"}, config, 2048, 2, gradient_checkpointing=True)
+    qlora = predict_memory({"name": "qlora"}, config, 2048, 2, gradient_checkpointing=True)
+    full = predict_memory({"name": "full"}, config, 2048, 2, gradient_checkpointing=True)
     gib = memory.GIB
     assert lora["predicted_weights_gib"] == pytest.approx(6_738_415_616 * 2 / gib)
     # NF4 linears 6_476_005_376 x (1/2 + 1/64 + 4/16384) = 3_340_771_328 bytes, the rest bf16: 2 x 262_410_240
     assert qlora["predicted_weights_gib"] == pytest.approx((3_340_771_328 + 524_820_480) / gib)
     assert full["predicted_trainable_states_gib"] == pytest.approx(6_738_415_616 * 6 / gib)
-    no_gc = memory.predict(config, {"name": "lora"}, 2048, 2, gradient_checkpointing=False)
+    no_gc = predict_memory({"name": "lora"}, config, 2048, 2, gradient_checkpointing=False)
     # 32 layers x 4096 tokens x (34 x 4096 + 8 x 11008 + 2 x (6 x 4096 + 11008)) bytes without checkpointing; with it,
     # the 32 layer inputs (2 x 4096 bytes a token) and one of those layers (tests/test_memory_model.py has the parts)
     assert no_gc["predicted_activations_gib"] == pytest.approx(32 * 1_222_639_616 / gib)

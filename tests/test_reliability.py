@@ -43,7 +43,7 @@ def assert_consistent(results: Path) -> list[dict]:
         assert rec["schema_version"] == records.SCHEMA_VERSION and rec["status"] in {"ok", "failed", "oom", "invalid"}
         if rec["status"] == "ok":  # a record implies its complete adapter
             adapter = path.parent / "adapter"
-            assert rec["adapter_bytes"] == sum(p.stat().st_size for p in adapter.rglob("*") if p.is_file())
+            assert rec["adapter_bytes"] == sum(p.stat().st_size for p in adapter.rglob("*.safetensors"))
         recs.append(rec)
     if (results / "table.parquet").exists():
         table = pd.read_parquet(results / "table.parquet")

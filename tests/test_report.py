@@ -96,13 +96,15 @@ def test_html_tables_and_csv(hand_made, tmp_path):
     paths = report.write_report(hand_made, tmp_path / "out")
     html = paths["html"].read_text()
     embedded = [base64.b64decode(m) for m in re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([^"]+)"', html)]
-    assert sorted(embedded) == sorted(paths[n].read_bytes() for n in ("pareto", "throughput", "trainable_params", "loss_curves"))
+    # the bar charts are SVG drawn from the rows (their PNGs are for report.md); the Pareto PNG and loss curves embedded
+    assert sorted(embedded) == sorted(paths[n].read_bytes() for n in ("pareto", "loss_curves"))
+    assert {"throughput", "trainable_params"} <= set(paths)
     runs = html.split('id="runs"')[1].split("</table>")[0]
-    board = html.split('id="leaderboard"')[1].split("</table>")[0]
+    board = "".join(t.split("</table>")[0] for t in html.split('class="sortable board"')[1:])
     assert runs.count("<tr class=") == 9  # one row per run, the OOM one included
     assert board.count("<tr class=") == 7  # lora, qlora (2 seeds each), base, full OOM; lora, dora, ia3
     assert 'class="st-oom"' in board
-    assert html.count('href="data:text/csv;base64,') == 2
+    assert html.count('href="data:text/csv;base64,') == 1  # every run; the leaderboard CSV is built from the rows shown
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "") and "https://" not in html
 
 
@@ -170,13 +172,13 @@ def test_html_renders_in_chromium(hand_made, tmp_path):
     html = report.write_report(hand_made, tmp_path / "out")["html"]
     n_images = html.read_text().count("<img ")
     dom = rendered_dom(html, tmp_path)
-    assert n_images == 4  # pareto (static), throughput, trainable params, loss curves
+    assert n_images == 2  # pareto (static), loss curves; the bar charts are SVG
     assert page_marker(dom, "images-loaded") == f"{n_images}/{n_images}"  # every <img> decoded, naturalWidth > 0
     assert page_marker(dom, "ready") == "1"
     assert len(visible_rows(dom, "runs")) == len(records.read_records(hand_made))  # one row per run
     # points with both score and memory: lora, qlora; lora, dora (base has no memory, random-init ia3 no score)
     assert page_marker(dom, "pareto-points") == "4"
-    assert dom.count('class="front"') + dom.count('class="dominated"') == 4
+    assert dom.count('class="point front"') + dom.count('class="point dominated"') == 4
 
 
 @needs_chromium
@@ -187,6 +189,9 @@ def test_html_filter_pick_and_sort_in_chromium(hand_made, tmp_path):
     rows = visible_rows(dom, "runs")
     assert len(rows) == 3 and all(f'data-gpu="{A100}"' in r for r in rows)
     assert page_marker(dom, "pareto-points") == "3"  # random-init ia3 has memory and speed, so it is plotted
+    assert page_marker(dom, "csv-rows") == "3"  # the leaderboard CSV holds the rows shown: A100's lora, dora, ia3
+    searched = rendered_dom(html, tmp_path, "#q=qlora")
+    assert page_marker(searched, "csv-rows") == "1" and len(visible_rows(searched, "runs")) == 2  # two qlora seeds
     assert "tokens/s (higher is better)" in dom and "peak GPU alloc (GiB) (lower is better)" in dom
     assert 'class="desc">tokens/s</th>' in dom
 
@@ -240,3 +245,186 @@ def test_conditions_state_gpu_count_strategy_and_provenance(tmp_path):
     assert "**Parallelism**: 2 GPU(s), fsdp" in text
     assert "× 2 process(es)" in text and "file sha256 abc123" in text
     assert "**Sequence length**: 512\n" in text
+
+
+# -- identity: several engines and profiles per method; every label on its own bar and point ---------------------------
+# (method, engine, profile, tokens/s, trainable params, score, stderr) and, written by hand, what must be shown
+ENGINE_ROWS = [
+    ("lora", "peft", "fast", 12963.2, 39_976_960, 0.640, 0.010),
+    ("lora", "peft", "default", 6639.2, 39_976_960, 0.630, 0.010),
+    ("lora", "unsloth", "default", 9926.4, 39_976_960, 0.600, 0.010),
+    ("lora", "liger", "default", 8271.0, 39_976_960, 0.560, 0.010),
+    ("qlora", "peft", "fast", 9395.1, 39_976_960, 0.550, 0.010),
+    ("qlora", "unsloth", "default", 9912.0, 39_976_960, 0.500, 0.010),
+    ("full", "peft", "default", 9332.4, 6_738_415_616, 0.700, 0.010),
+    ("full", "unsloth", "default", 8365.0, 6_738_415_616, 0.480, 0.010),
+]
+# (label in the table, engine) -> (tokens/s text, trainable params text, rank text): ranks by score; `=k` where the gap
+# to the group's best is below √(0.01² + 0.01²) = 0.01414: 0.64/0.63 tie, 0.56/0.55 tie, 0.60/0.56 and 0.50/0.48 not
+SHOWN = {
+    ("full", "peft"): ("9,332", "6.74 B", "1"),
+    ("lora (profile=fast)", "peft"): ("12,963", "40 M", "=2"),
+    ("lora (profile=default)", "peft"): ("6,639", "40 M", "=2"),
+    ("lora", "unsloth"): ("9,926", "40 M", "4"),
+    ("lora", "liger"): ("8,271", "40 M", "=5"),
+    ("qlora", "peft"): ("9,395", "40 M", "=5"),
+    ("qlora", "unsloth"): ("9,912", "40 M", "7"),
+    ("full", "unsloth"): ("8,365", "6.74 B", "8"),
+}
+
+
+@pytest.fixture
+def engines_table(tmp_path) -> Path:
+    results = tmp_path / "engines"
+    for i, (method, engine, profile, tps, params, score, se) in enumerate(ENGINE_ROWS):
+        rec = fake(method, 0, H100, score=score, score_stderr=se, tokens_per_s=tps, trainable_params=params,
+                   engine=engine, gpu_allocated_gib_peak=5.0 + i, run_id=f"{method}-{engine}-{profile}-{i}")  # fmt: skip
+        rec["config"].update(profile={"name": profile}, engine={"name": engine})
+        records.write_record(results, rec, rebuild=False)
+    records.write_table(results)
+    return results
+
+
+def svg_items(dom: str, cls: str) -> dict[str, dict[str, str]]:
+    """{data-key: {text class: text}} of the SVG groups of one class, as Chromium drew them."""
+    import html as htmllib
+
+    out = {}
+    for key, body in re.findall(rf'<g class="{cls}[^"]*" data-key="([^"]*)">(.*?)</g>', dom, flags=re.S):
+        texts = dict(re.findall(r'<text class="(\w+)"[^>]*>([^<]*)</text>', body))
+        assert htmllib.unescape(key) not in out, f"two {cls} groups for one row: {key}"
+        out[htmllib.unescape(key)] = {k: htmllib.unescape(v) for k, v in texts.items()}
+    return out
+
+
+def board_cells(dom: str) -> dict[str, dict[str, str]]:
+    """{data-key: {label, engine, rank, tokens_per_s, trainable_params}} of the rendered leaderboard rows."""
+    import html as htmllib
+
+    out = {}
+    for tr in re.findall(r'<tr class="st-ok"[^>]*data-key="[^"]*"[^>]*>.*?</tr>', dom, flags=re.S):
+        if "data-csv" not in tr:
+            continue
+        key = htmllib.unescape(re.search(r'data-key="([^"]*)"', tr).group(1))
+        cells = [htmllib.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", tr)]
+        tps = re.search(r'class="c-tokens_per_s"[^>]*>([^<]*)<', tr)
+        params = re.search(r'class="sec c-trainable_params"[^>]*>([^<]*)<', tr)
+        out[key] = {"rank": cells[0], "label": cells[1], "engine": cells[2], "tokens_per_s": htmllib.unescape(tps.group(1)),
+                    "trainable_params": htmllib.unescape(params.group(1))}  # fmt: skip
+    return out
+
+
+@needs_chromium
+def test_every_value_on_its_own_bar_and_point_in_chromium(engines_table, tmp_path):
+    html = report.write_report(engines_table, tmp_path / "out")["html"]
+    dom = rendered_dom(html, tmp_path)
+    board = board_cells(dom)
+    assert {(c["label"], c["engine"]): (c["tokens_per_s"], c["trainable_params"], c["rank"]) for c in board.values()} == SHOWN
+    for col, bars in (("tokens_per_s", svg_items(dom.split('id="bars-tokens_per_s"')[1].split("</svg>")[0], "bar")),
+                      ("trainable_params", svg_items(dom.split('id="bars-trainable_params"')[1].split("</svg>")[0], "bar"))):  # fmt: skip
+        assert set(bars) == set(board)  # one bar per row, keyed by the row's identity
+        for key, bar in bars.items():
+            row = board[key]
+            assert bar["value"] == row[col], (col, key)  # the value on the bar is its own row's
+            assert bar["name"] == f"{row['label']} · {row['engine']}"  # several engines here: the engine is named
+        values = [b["value"] for b in bars.values()]
+        if col == "tokens_per_s":
+            assert sorted(values) == sorted(v[0] for v in SHOWN.values())  # each value exactly once (9,395... included)
+    points = svg_items(dom.split('id="pareto"')[1].split("</svg>")[0], "point")
+    assert set(points) == set(board)
+    assert {p["label"] for p in points.values()} == {f"{r['label']} · {r['engine']}" for r in board.values()}
+    assert len({p["label"] for p in points.values()}) == len(points)  # no two points read the same
+    for key, point in points.items():
+        assert point["label"] == f"{board[key]['label']} · {board[key]['engine']}"
+    assert dom.count('class="yerr"') == len(points)  # every score has its ±1 stderr bar
+    assert dom.count('<td class="tie"') == 4  # =2 twice, =5 twice
+
+
+def test_png_bar_labels_sit_on_their_own_bars(engines_table):
+    """The matplotlib bars: each value annotation at its own bar's position, whose tick names that row."""
+    from peftbench.report_plots import bar_figure, method_colours
+
+    frame, _ = report.load_runs(engines_table)
+    rows = report.leaderboard(frame, "score")
+    for col, index in (("tokens_per_s", 0), ("trainable_params", 1)):
+        ax = bar_figure(rows, col, method_colours({"lora", "qlora", "full"}), log=col == "trainable_params").axes[0]
+        ticks = {round(t): lab.get_text() for t, lab in zip(ax.get_yticks(), ax.get_yticklabels())}
+        names = {}
+        for text in ax.texts:
+            names[ticks[round(text.xy[1])]] = text.get_text()
+        expected = {f"{label} · {engine}": shown[index] for (label, engine), shown in SHOWN.items()}
+        assert names == expected
+
+
+def test_engines_report_markdown_ties_and_labels(engines_table, tmp_path):
+    md = report.write_report(engines_table, tmp_path / "out")["md"].read_text()
+    rows = table_rows(section(md, f"m7b on {H100}"))
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        ("1", "full", "peft"), ("=2", "lora (profile=fast)", "peft"), ("=2", "lora (profile=default)", "peft"),
+        ("4", "lora", "unsloth"), ("=5", "lora", "liger"), ("=5", "qlora", "peft"), ("7", "qlora", "unsloth"),
+        ("8", "full", "unsloth"),
+    ]  # fmt: skip
+    wins = section(md, f"m7b on {H100}").split("**What wins here.**")[1].splitlines()[0]
+    assert "Best score: **full · peft** (0.7, stderr 0.01)" in wins
+    assert "Fastest: **lora (profile=fast) · peft** at 12,963 tokens/s" in wins
+    assert "Smallest peak GPU alloc (GiB): **lora (profile=fast) · peft** at 5.00 GiB" in wins
+    assert "e+0" not in md
+
+
+def test_failed_row_names_what_set_it_apart_and_memory(tmp_path):
+    """A batch-size sweep: the OOM at 512 says 512, with the memory model's prediction beside the GPU's size; the
+    conditions come from the ok rows only (no "device not recorded" block), with the steps actually timed."""
+    results = tmp_path / "bs"
+    for bs in (8, 64):
+        rec = fake("lora", 0, H100, score=0.6, run_id=f"lora-bs{bs}", steps=10, steady_state_steps=7,
+                   warmup_steps_excluded=3)  # fmt: skip
+        rec["config"]["train"]["per_device_train_batch_size"] = bs
+        records.write_record(results, rec, rebuild=False)
+    oom = fake("lora", 0, H100, status="oom", run_id="lora-bs512", predicted_peak_gib=143.217)
+    oom["config"]["train"]["per_device_train_batch_size"] = 512
+    records.write_record(results, oom, rebuild=False)
+    short = fake("qlora", 0, H100, score=0.5, run_id="qlora-short", steps=2, steady_state_steps=2, warmup_steps_excluded=3)
+    records.write_record(results, short, rebuild=False)
+    records.write_table(results)
+    md = report.write_report(results)["md"].read_text()
+    assert "device not recorded" not in md
+    oom_row = [r for r in table_rows(section(md, f"m7b on {H100}")) if r[3] == "OOM"][0]
+    assert oom_row[1] == "lora (per_device_train_batch_size=512)"
+    assert "at per_device_train_batch_size=512" in oom_row[-1]
+    assert "memory model predicted 143.22 GiB vs 74.51 GiB on the GPU" in oom_row[-1]  # 80 GB = 74.51 GiB
+    assert "10 steps, throughput over the last 7 (first 3 left out as warm-up) (lora" in md
+    assert "2 steps, every one timed (shorter than its 3-step warm-up) (qlora)" in md
+
+
+def test_merge_folders_dedupe_and_provenance(hand_made, tmp_path):
+    """Two folders from two machines (one run in both): one leaderboard, the duplicate once, every row's source."""
+    other = tmp_path / "other"
+    twin = records.read_records(hand_made)[0]
+    records.write_record(other, twin, rebuild=False)
+    records.write_record(other, fake("lora", 0, "NVIDIA GeForce RTX 4090", score=0.55, run_id="lora-4090"), rebuild=False)
+    records.write_table(other)
+    out = tmp_path / "published"
+    assert report.main([str(hand_made), str(other), "--out", str(out)]) == 0
+    md = (out / "report.md").read_text()
+    assert "## m7b on NVIDIA GeForce RTX 4090" in md and f"## m7b on {H100}" in md and f"## m7b on {A100}" in md
+    assert md.startswith("# peftbench leaderboard\n\n10 runs from 2 results folders merged by run id (1 duplicate")
+    runs = (out / "runs.csv").read_text()
+    assert f"duplicate in {other}" in runs and str(other) in runs
+    assert (out / "index.html").read_text() == (out / "report.html").read_text()
+    with pytest.raises(SystemExit):
+        report.main([str(hand_made), str(other)])  # several folders need --out
+
+
+def test_folklore_only_where_rows_exist(tmp_path):
+    results = tmp_path / "f"
+    records.write_record(results, fake("lora", 0, H100, score=0.60, score_stderr=0.02, total_params=6.74e9,
+                                       trainable_pct=0.59, method_config={"name": "lora", "r": 16}), rebuild=False)  # fmt: skip
+    records.write_record(results, fake("full", 0, H100, score=0.62, score_stderr=0.02, total_params=6.74e9,
+                                       trainable_pct=100.0, adapter_bytes=None), rebuild=False)  # fmt: skip
+    records.write_table(results)
+    md = report.write_report(results)["md"].read_text()
+    folk = section(md, "Folklore, measured")
+    assert "LoRA r=16 on a 7B model needs ~16-18 GB" in folk and f"lora · peft on {H100}: 10.7 GB peak allocated" in folk
+    assert "Full fine-tuning of a 7B model needs ~84-112 GB" in folk
+    assert "Δ -0.020 ± 0.028 (within one combined stderr: tied)" in folk
+    assert "QLoRA" not in folk  # no QLoRA row here: the claim is not shown

@@ -1,0 +1,191 @@
+"""What a sweep prints: one progress line and one result line per point, a ranked final table, and no library noise.
+
+Library noise is filtered where it starts (warning filters and the libraries' log levels), never by filtering
+output: peftbench's own messages and every error still print. The final table is the report's leaderboard (same
+ranks, ties and number formats), drawn with `rich` so its columns line up whatever the terminal.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+LAST: dict[str, Any] = {}  # the record of the point this process ran last (set by __main__.app)
+PREFIX = "peftbench"
+
+# (category, message regex): deprecation notices about the libraries' own internals, which a user cannot act on
+NOISE = [
+    (FutureWarning, r".*is deprecated and will be removed in v\d"),  # transformers 5: gradient_checkpointing renames
+    (DeprecationWarning, r".*"),
+    (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),  # torch DataLoader on a CPU
+    (UserWarning, r".*torch_dtype.* is deprecated"),
+]
+QUIET_LOGGERS = ("transformers", "trl", "lm_eval", "lm-eval", "datasets", "accelerate", "peft", "urllib3", "filelock",
+                 "huggingface_hub", "sqlitedict", "evaluate")  # fmt: skip
+
+
+def quiet_libraries() -> None:
+    """Warning filters and log levels for the libraries peftbench drives: their warnings and errors still show."""
+    for category, message in NOISE:
+        warnings.filterwarnings("ignore", message=message, category=category)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # transformers keeps its own verbosity beside its logger's level
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_warning()
+    except ImportError:
+        pass
+
+
+def say(message: str) -> None:
+    """One line of peftbench's own, on stdout, flushed (so it lands in order with everything else)."""
+    print(f"{PREFIX}: {message}", flush=True)
+
+
+def clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def result_line(record: dict[str, Any]) -> str:
+    """status, score, tokens/s, peak memory and time of one point; or its status and error."""
+    from peftbench.report import fmt_number
+
+    status = record.get("status", "?")
+    name = record.get("method", "?") + (f" [{record['engine']}]" if record.get("engine") not in (None, "peft") else "")
+    if status != "ok":
+        error = next((ln.strip() for ln in str(record.get("error") or "").splitlines() if ln.strip()), "no message")
+        return f"{name}: {status.upper() if status == 'oom' else status} · {error[:300]}"
+    parts = [f"{name}: ok"]
+    score = record.get("score")
+    if record.get("quality_valid") is False:
+        parts.append("score n/a (random weights)")
+    elif isinstance(score, (int, float)):
+        stderr = record.get("score_stderr")
+        parts.append(f"score {score:.4g}" + (f" ± {stderr:.2g}" if isinstance(stderr, (int, float)) else ""))
+    if isinstance(record.get("tokens_per_s"), (int, float)):
+        parts.append(f"{fmt_number(record['tokens_per_s'], 'tokens_per_s')} tokens/s")
+    for col, where in (("gpu_allocated_gib_peak", "GPU"), ("rss_gib_peak", "RSS")):
+        value = record.get(col)
+        if isinstance(value, (int, float)) and not math.isnan(value):
+            parts.append(f"peak {value:,.2f} GiB {where}")
+            break
+    if isinstance(record.get("time_total_s"), (int, float)):
+        parts.append(f"{record['time_total_s']:.1f} s")
+    return " · ".join(parts)
+
+
+class Progress(Callback):
+    """`point k of N · elapsed · ETA` as each point starts, its result line as it ends. The ETA comes from the points
+    finished so far (their status files in the sweep folder, so it holds for parallel launchers too)."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.start: float | None = None
+        self.varying: set[str] = set()
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.global_hydra import GlobalHydra
+
+        from peftbench.sweep import sweep_point_overrides
+
+        self.start = time.time()
+        try:
+            jobs = sweep_point_overrides(config, GlobalHydra.instance().config_loader())
+        except Exception:  # noqa: BLE001 - a sweeper the basic parser cannot expand: no N, still a line per point
+            return
+        self.total = len(jobs)
+        values: dict[str, set[str]] = {}
+        for job in jobs:
+            for item in job:
+                key, _, value = item.partition("=")
+                values.setdefault(key, set()).add(value)
+        self.varying = {k for k, v in values.items() if len(v) > 1}
+        say(f"sweep of {self.total} point(s); results into {config.run.results_dir}")
+
+    def _where(self, config: DictConfig) -> tuple[int, str]:
+        try:
+            num = int(config.hydra.job.num)
+        except Exception:  # noqa: BLE001 - a single run has no job number
+            num = 0
+        return num + 1, f" of {self.total}" if self.total else ""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from peftbench.sweep import STATUS_FILE
+
+        quiet_libraries()
+        k, of = self._where(config)
+        overrides = [o for o in (config.hydra.overrides.task or []) if o.partition("=")[0] in self.varying]
+        what = " ".join(overrides) or f"method={config.method.name}"
+        timing = ""
+        if self.start is not None:
+            elapsed = time.time() - self.start
+            try:
+                done = len(list(Path(str(config.hydra.sweep.dir)).rglob(STATUS_FILE)))
+            except Exception:  # noqa: BLE001
+                done = 0
+            eta = clock(elapsed / done * (self.total - done)) if done and self.total else "after the first point"
+            timing = f" · elapsed {clock(elapsed)} · ETA {eta}"
+        say(f"point {k}{of}: {what}{timing}")
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        k, of = self._where(config)
+        record = LAST.pop("record", None)
+        if record is None:  # the job raised before a record existed (Hydra reports the exception itself)
+            say(f"point {k}{of} ended without a record")
+            return
+        say(f"point {k}{of} {'✓' if record.get('status') == 'ok' else '✗'} {result_line(record)}")
+
+
+def final_table(results_dir: Path, file=None) -> None:
+    """The report's leaderboard as an aligned terminal table: ranked, ties marked `=k`, failures with their error."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from peftbench import report
+
+    frame, _ = report.load_runs(results_dir)
+    metric, note = report.pick_metric(frame, "score")
+    rows = report.leaderboard(frame, metric)
+    cols = [c for c in ("score", "score_delta", "gpu_allocated_gib_peak", "rss_gib_peak", "tokens_per_s",
+                        "trainable_pct", "adapter_mb", "time_train_s") if c in report.shown_columns(rows)]  # fmt: skip
+    console = Console(file=file or sys.stdout, width=160, highlight=False, soft_wrap=False)
+    console.print(report.ranking_text(metric, note))
+    for facet in report.facets(frame):
+        mine = [r for r in rows if r.facet == facet]
+        failed = any(r.status != "ok" for r in mine)
+        table = Table(show_edge=False, pad_edge=False)
+        for name in ("rank", "method", "engine", "status"):
+            table.add_column(name, no_wrap=True)
+        for col in cols:
+            table.add_column(report.METRICS[col][0], justify="right", no_wrap=True)
+        if failed:
+            table.add_column("why it did not finish", overflow="fold", max_width=70)
+        for row in mine:
+            cells = [report.fmt_cell(row, c) if row.status == "ok" else "" for c in cols]
+            if failed:
+                cells.append(report.did_not_finish(row).split(" · ", 1)[-1] if row.status != "ok" else "")
+            table.add_row(report.rank_text(row), row.label, row.engine, report.status_text(row), *cells)
+        console.print(f"\n{report.facet_title(facet)}")
+        console.print(table)
+    if any(r.tied_with is not None for r in rows):
+        console.print(report.TIE_NOTE)
+
+
+def quiet_trainer(trainer) -> None:
+    """Off a terminal (a log file, CI, a SLURM job) the Trainer's tqdm bars and printed log dicts are noise: drop its
+    progress callback; the progress and result lines above say how far the sweep is. On a terminal they stay."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    if not sys.stderr.isatty():
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)

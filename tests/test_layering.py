@@ -1,0 +1,119 @@
+"""The layering of peftbench's modules, held against the code: every import, also those inside functions.
+
+A module may import modules of its own layer or of layers below it, never above; and no two modules import each
+other, directly or round a circle. A new module goes into LAYERS, or this test fails and says so.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "peftbench"
+
+# Top to bottom. Each layer may use the ones below it.
+LAYERS = [
+    ("entry points", {"__main__", "sweep", "worker", "measure", "plan", "__init__"}),  # __init__: the lazy façade
+    ("orchestration", {"runner", "console"}),
+    ("building blocks", {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots",
+                         "validation"}),
+    ("measurement", {"callback", "profiling", "trainer", "identity", "quantize"}),
+    ("ground floor", {"methods", "memory", "metrics", "step_clock", "distributed", "records", "errors", "paths"}),
+]  # fmt: skip
+REPORT = {"report", "report_data", "report_html", "report_plots", "report_merge", "folklore"}  # reads records only
+REPORT_MAY_USE = {"records", "errors", "paths"} | REPORT
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    return ".".join(rel.parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """peftbench modules that `path` imports, wherever the import statement stands (module level or in a function)."""
+    found: set[str] = set()
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("peftbench."):
+                    found.add(alias.name.split(".")[1])
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import inside peftbench
+                base = f"peftbench.{base}" if base else "peftbench"
+            if base == "peftbench":
+                found.update(a.name for a in node.names)  # `from peftbench import runner`
+            elif base.startswith("peftbench."):
+                found.add(base.split(".")[1])
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    modules = {}
+    for path in sorted(PACKAGE.glob("*.py")):
+        name = module_name(path)
+        modules[name] = {m for m in imports_of(path) if m != name}
+    for name, deps in modules.items():
+        modules[name] = {d for d in deps if d in modules}  # `from peftbench import __version__` is __init__
+    return modules
+
+
+def layer_of(name: str) -> int | None:
+    for index, (_, members) in enumerate(LAYERS):
+        if name in members:
+            return index
+    return None
+
+
+def test_every_module_has_a_layer():
+    unplaced = [m for m in graph() if layer_of(m) is None and m not in REPORT]
+    assert not unplaced, f"add these modules to a layer in tests/test_layering.py LAYERS: {unplaced}"
+
+
+def test_no_module_imports_a_layer_above_it():
+    wrong = []
+    for name, deps in graph().items():
+        if name in REPORT:
+            wrong += [f"{name} -> {d} (the report reads records only)" for d in deps if d not in REPORT_MAY_USE]
+            continue
+        for dep in deps:
+            if dep in REPORT and name not in {"sweep", "__main__", "console", "runner"}:
+                wrong.append(f"{name} -> {dep} (only entry points and the console write reports)")
+            elif dep not in REPORT and layer_of(dep) < layer_of(name):
+                wrong.append(f"{name} ({LAYERS[layer_of(name)][0]}) -> {dep} ({LAYERS[layer_of(dep)][0]})")
+    assert not wrong, "imports against the layering:\n" + "\n".join(sorted(wrong))
+
+
+def test_no_import_cycles():
+    edges = graph()
+    cycles, state = [], {}
+
+    def visit(node, stack):
+        state[node] = "open"
+        for dep in sorted(edges[node]):
+            if state.get(dep) == "open":
+                cycles.append(stack[stack.index(dep):] + [dep])
+            elif dep not in state:
+                visit(dep, stack + [dep])
+        state[node] = "done"
+
+    for node in sorted(edges):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_checker_sees_imports_inside_functions(tmp_path):
+    """The test would fail on a forbidden import hidden in a function: checked on a file made here."""
+    source = tmp_path / "x.py"
+    source.write_text("def f():\n    from peftbench.runner import run_point\n    import peftbench.sweep\n"
+                      "from peftbench import records\nfrom .report import write_report\n")  # fmt: skip
+    assert imports_of(source) == {"runner", "sweep", "records", "report"}
+
+
+@pytest.mark.parametrize("name", ["metrics", "records", "errors"])
+def test_the_ground_floor_imports_nothing_of_peftbench(name):
+    assert graph()[name] == set()
