@@ -39,6 +39,9 @@ CASES = [
     ("run.force", [True, False], ["yes", 1]),
     ("run.save_adapter", [True, False], ["no", 0]),
     ("profile.trl_step_metrics", [True, False], ["false", 0]),
+    ("data.max_length_policy", ["error", "warn", "drop"], ["truncate", "Error", True]),
+    ("data.chat", [True, False], ["true", 1]),
+    ("train.truncation_mode", ["keep_start", "keep_end"], ["start", "keep_middle", 0]),
 ]
 
 
@@ -125,29 +128,31 @@ def model_cfg(folder, init="pretrained", safetensors=True):
     return OmegaConf.create({"model": {"init": init, "name_or_path": str(folder), "use_safetensors": safetensors}})
 
 
+# The pickle rule alone (checks.pickle_errors); checks.folder_errors, the folder's other rules, is issue 17's.
 def test_model_folder_with_only_pickles_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
     (tmp_path / "extra.pt").write_bytes(b"x")
-    (error,) = checks.model_errors(model_cfg(tmp_path))
+    (error,) = checks.pickle_errors(model_cfg(tmp_path))
     assert error.startswith(f"model.use_safetensors: `{tmp_path}` holds only pickle weights (extra.pt, pytorch_model.bin)")
     assert "set model.use_safetensors=false if you trust its source" in error
-    assert checks.model_errors(model_cfg(tmp_path, safetensors=False)) == []
+    assert error in checks.model_errors(model_cfg(tmp_path))
+    assert checks.pickle_errors(model_cfg(tmp_path, safetensors=False)) == []
+    assert checks.pickle_errors(model_cfg(tmp_path, init="random")) == []
     unset = OmegaConf.create({"model": {"init": "pretrained", "name_or_path": str(tmp_path)}})
-    assert len(checks.model_errors(unset)) == 1  # use_safetensors defaults to true
-    assert checks.model_errors(model_cfg(tmp_path, init="random")) == []
+    assert len(checks.pickle_errors(unset)) == 1  # use_safetensors defaults to true
     (tmp_path / "model.safetensors").write_bytes(b"x")
-    assert checks.model_errors(model_cfg(tmp_path)) == []
+    assert checks.pickle_errors(model_cfg(tmp_path)) == []
 
 
 @pytest.mark.parametrize("name", ["w.bin", "w.pt", "w.pth", "w.ckpt", "w.pkl"])
 def test_each_pickle_suffix_counts(tmp_path, name):
     (tmp_path / name).write_bytes(b"x")
-    (error,) = checks.model_errors(model_cfg(tmp_path))
+    (error,) = checks.pickle_errors(model_cfg(tmp_path))
     assert f"({name})" in error
 
 
-def test_model_sources_that_are_not_local_folders_are_left_to_the_loader(tmp_path):
-    assert checks.model_errors(model_cfg("meta-llama/Llama-2-7b-hf")) == []
-    assert checks.model_errors(model_cfg(tmp_path)) == []  # an empty folder: the loader says what is missing
+def test_pickle_rule_leaves_hub_ids_and_weightless_folders_to_other_checks(tmp_path):
+    assert checks.pickle_errors(model_cfg("meta-llama/Llama-2-7b-hf")) == []
+    assert checks.pickle_errors(model_cfg(tmp_path)) == []
     (tmp_path / "notes.txt").write_text("x")
-    assert checks.model_errors(model_cfg(tmp_path)) == []
+    assert checks.pickle_errors(model_cfg(tmp_path)) == []
