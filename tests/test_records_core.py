@@ -269,3 +269,38 @@ def test_fault_point_sigkills_at_the_named_phase_only(tmp_path):
     assert run_fault_script(tmp_path, "adapter_save", "sync", str(plain)).returncode == 0
     assert run_fault_script(tmp_path, "between_record_and_table", "write", str(tmp_path / "res")).returncode == -9
     assert (tmp_path / "res" / "r" / "record.json").exists() and not (tmp_path / "res" / "table.csv").exists()
+
+
+def test_readable_records_names_each_unreadable_one(tmp_path):
+    for name, text in (("a", json.dumps({"run_id": "a"})), ("b", '{"run_id": '), ("c", json.dumps({"x": 1}))):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "record.json").write_text(text)
+    good, problems = records.readable_records(tmp_path)
+    assert [r["run_id"] for r in good] == ["a"]
+    assert [p.split(":")[0] for p in problems] == [str(tmp_path / "b" / "record.json"), str(tmp_path / "c" / "record.json")]
+    assert all(": left out of the table, it cannot be read (" in p for p in problems)
+
+
+def test_tabular_stores_mixed_columns_as_text_and_keeps_plain_ones():
+    frame = pd.DataFrame({"mixed": [True, "maybe", None], "plain": ["x", "y", None], "num": [1.0, 2.0, 3.0],
+                          "objs": [{"a": 1}, None, None], "ints": [1, 2, 3]})  # fmt: skip
+    out = records.tabular(frame.copy())
+    assert out["mixed"].tolist()[:2] == ["True", "maybe"] and pd.isna(out["mixed"].iloc[2])  # missing stays missing
+    assert out["plain"].tolist() == ["x", "y", None] and out["num"].tolist() == [1.0, 2.0, 3.0]
+    assert out["objs"].iloc[0] == "{'a': 1}" and out["objs"].iloc[1:].isna().all()  # a non-scalar kind: text too
+    assert out["ints"].tolist() == [1, 2, 3]
+    nan = records.tabular(pd.DataFrame({"m": [float("nan"), "s", 1]}))
+    assert nan["m"].iloc[0] != nan["m"].iloc[0] and nan["m"].tolist()[1:] == ["s", "1"]  # NaN stays missing
+
+
+def test_write_table_leaves_out_and_names_what_it_cannot_store(tmp_path, caplog):
+    records.write_record(tmp_path, {"run_id": "good", "status": "ok", "flag": True}, rebuild=False)
+    records.write_record(tmp_path, {"run_id": "odd", "status": "ok", "flag": "maybe"}, rebuild=False)
+    (tmp_path / "torn").mkdir()
+    (tmp_path / "torn" / "record.json").write_text("{")
+    caplog.set_level("ERROR", logger="peftbench")
+    frame = records.write_table(tmp_path)
+    assert frame["run_id"].tolist() == ["good", "odd"] and frame["flag"].tolist() == ["True", "maybe"]
+    (problem,) = frame.attrs["left_out"]
+    assert problem.startswith(f"{tmp_path / 'torn' / 'record.json'}: left out of the table")
+    assert "left out of the table" in caplog.text and records.read_table(tmp_path)["run_id"].tolist() == ["good", "odd"]
