@@ -286,7 +286,7 @@ def test_tabular_stores_mixed_columns_as_text_and_keeps_plain_ones():
                           "objs": [{"a": 1}, None, None], "ints": [1, 2, 3]})  # fmt: skip
     out = records.tabular(frame.copy())
     assert out["mixed"].tolist()[:2] == ["True", "maybe"] and pd.isna(out["mixed"].iloc[2])  # missing stays missing
-    assert out["plain"].tolist() == ["x", "y", None] and out["num"].tolist() == [1.0, 2.0, 3.0]
+    assert out["plain"].tolist()[:2] == ["x", "y"] and pd.isna(out["plain"].iloc[2]) and out["num"].tolist() == [1.0, 2.0, 3.0]
     assert out["objs"].iloc[0] == "{'a': 1}" and out["objs"].iloc[1:].isna().all()  # a non-scalar kind: text too
     assert out["ints"].tolist() == [1, 2, 3]
     nan = records.tabular(pd.DataFrame({"m": [float("nan"), "s", 1]}))
