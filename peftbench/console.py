@@ -48,8 +48,11 @@ def quiet_libraries() -> None:
 
 
 def say(message: str) -> None:
-    """One line of peftbench's own, on stdout, flushed (so it lands in order with everything else)."""
-    print(f"{PREFIX}: {message}", flush=True)
+    """One line of peftbench's own, on stdout, flushed (so it lands in order with everything else). Through
+    records.scrub, as every other output: a point's error line can quote a secret typed into an option."""
+    from peftbench.records import scrub
+
+    print(f"{PREFIX}: {scrub(message)}", flush=True)
 
 
 def clock(seconds: float) -> str:

@@ -39,6 +39,9 @@ CASES = [
     ("run.force", [True, False], ["yes", 1]),
     ("run.save_adapter", [True, False], ["no", 0]),
     ("profile.trl_step_metrics", [True, False], ["false", 0]),
+    ("data.max_length_policy", ["error", "warn", "drop"], ["truncate", "Error", True]),
+    ("data.chat", [True, False], ["true", 1]),
+    ("train.truncation_mode", ["keep_start", "keep_end"], ["start", "keep_middle", 0]),
 ]
 
 
@@ -96,7 +99,10 @@ def test_results_dir_must_be_writable(tmp_path):
     blocker.write_text("x")
     (error,) = checks.results_dir_errors(blocker / "results")
     assert error.startswith(f"run.results_dir: cannot write to `{blocker / 'results'}` (")
-    assert "Point run.results_dir at a folder you can write to" in error
+    assert "(Not a directory). Point run.results_dir at a folder you can write to" in error
+    # a folder that exists but takes no files (a kernel filesystem): the write test itself fails
+    (error,) = checks.results_dir_errors("/proc")
+    assert error.startswith("run.results_dir: cannot write to `/proc` (")
 
 
 def test_results_dir_records_must_be_readable(tmp_path):
@@ -115,34 +121,144 @@ def test_results_dir_records_must_be_readable(tmp_path):
     assert [e.split("`")[1] for e in errors] == [str(tmp_path / d / records.RECORD) for d in ("binary", "newer", "torn")]
     assert all(e.startswith("run.results_dir: `") and "Move that folder away, or use another run.results_dir" in e
                for e in errors)  # fmt: skip
-    assert "newer peftbench" in errors[1]
+    assert f"({tmp_path / 'newer' / records.RECORD}: record schema version 99 was written by a newer peftbench" in errors[1]
 
 
 def model_cfg(folder, init="pretrained", safetensors=True):
     return OmegaConf.create({"model": {"init": init, "name_or_path": str(folder), "use_safetensors": safetensors}})
 
 
+# The pickle rule alone (checks.pickle_errors); checks.folder_errors, the folder's other rules, is issue 17's.
 def test_model_folder_with_only_pickles_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
     (tmp_path / "extra.pt").write_bytes(b"x")
-    (error,) = checks.model_errors(model_cfg(tmp_path))
+    (error,) = checks.pickle_errors(model_cfg(tmp_path))
     assert error.startswith(f"model.use_safetensors: `{tmp_path}` holds only pickle weights (extra.pt, pytorch_model.bin)")
     assert "set model.use_safetensors=false if you trust its source" in error
-    assert checks.model_errors(model_cfg(tmp_path, safetensors=False)) == []
-    assert checks.model_errors(model_cfg(tmp_path, init="random")) == []
+    assert error in checks.model_errors(model_cfg(tmp_path))
+    assert checks.pickle_errors(model_cfg(tmp_path, safetensors=False)) == []
+    assert checks.pickle_errors(model_cfg(tmp_path, init="random")) == []
+    unset = OmegaConf.create({"model": {"init": "pretrained", "name_or_path": str(tmp_path)}})
+    assert len(checks.pickle_errors(unset)) == 1  # use_safetensors defaults to true
     (tmp_path / "model.safetensors").write_bytes(b"x")
-    assert checks.model_errors(model_cfg(tmp_path)) == []
+    assert checks.pickle_errors(model_cfg(tmp_path)) == []
 
 
 @pytest.mark.parametrize("name", ["w.bin", "w.pt", "w.pth", "w.ckpt", "w.pkl"])
 def test_each_pickle_suffix_counts(tmp_path, name):
     (tmp_path / name).write_bytes(b"x")
-    (error,) = checks.model_errors(model_cfg(tmp_path))
+    (error,) = checks.pickle_errors(model_cfg(tmp_path))
     assert f"({name})" in error
 
 
-def test_model_sources_that_are_not_local_folders_are_left_to_the_loader(tmp_path):
-    assert checks.model_errors(model_cfg("meta-llama/Llama-2-7b-hf")) == []
-    assert checks.model_errors(model_cfg(tmp_path)) == []  # an empty folder: the loader says what is missing
+def test_pickle_rule_leaves_hub_ids_and_weightless_folders_to_other_checks(tmp_path):
+    assert checks.pickle_errors(model_cfg("meta-llama/Llama-2-7b-hf")) == []
+    assert checks.pickle_errors(model_cfg(tmp_path)) == []
     (tmp_path / "notes.txt").write_text("x")
-    assert checks.model_errors(model_cfg(tmp_path)) == []
+    assert checks.pickle_errors(model_cfg(tmp_path)) == []
+
+
+# -- type checks of the train group against SFTConfig's declared types, and SFTConfig's own refusals ----------------
+def test_accepts_by_type_hint():
+    import enum
+    import typing
+
+    class Mode(enum.Enum):
+        A = "a"
+
+    accepts = checks._accepts
+    assert accepts(typing.Any, object()) and accepts(object, "anything")  # unknown hints accept
+    assert accepts(bool, True) and not accepts(bool, 1) and not accepts(bool, "true")
+    assert accepts(int, 3) and not accepts(int, 3.0) and not accepts(int, True)
+    assert accepts(float, 3) and accepts(float, 0.5) and not accepts(float, "0.5") and not accepts(float, False)
+    assert accepts(str, "x") and not accepts(str, 1)
+    assert accepts(Mode, "a") and accepts(Mode, Mode.A) and not accepts(Mode, 1)
+    assert accepts(list[int], [1]) and accepts(list, (1,)) and accepts(tuple[int, ...], [1]) and not accepts(list, "x")
+    assert accepts(dict[str, int], {}) and accepts(dict, {"a": 1}) and not accepts(dict, [("a", 1)])
+    assert accepts(typing.Literal["x", "y"], "y") and not accepts(typing.Literal["x", "y"], "z")
+    assert accepts(type(None), None) and not accepts(type(None), 0)
+    assert accepts(typing.Optional[int], None) and accepts(typing.Optional[int], 2) and not accepts(int | None, "2")
+    assert accepts(typing.Union[bool, str], "s") and not accepts(bool | str, 1.5)
+
+
+def test_describe_names_the_types_in_words():
+    import typing
+
+    assert checks._describe(bool) == "true or false"
+    assert checks._describe(typing.Optional[int]) == "an integer (or null)"
+    assert checks._describe(typing.Union[int, float]) == "an integer or a number"
+    assert checks._describe(str | None) == "a string (or null)"
+    assert checks._describe(dict[str, int]) == "a string or an integer"  # a parametrized hint: its arguments
+    assert checks._describe(list) == "a list" and checks._describe(dict) == "a mapping"
+
+
+def test_train_type_errors_against_sftconfig():
+    from trl import SFTConfig
+
+    train = {"max_steps": "abc", "gradient_checkpointing": "maybe", "learning_rate": 1e-4, "seed": None,
+             "fsdp": True, "not_a_field": object(), "logging_steps": 1}  # fmt: skip
+    errors = checks.train_type_errors(train, SFTConfig)
+    assert [e.split(":")[0] for e in errors] == ["train.max_steps", "train.gradient_checkpointing"]
+    assert errors[0] == "train.max_steps: got 'abc'; SFTConfig expects an integer. Set it with train.max_steps=..."
+    assert errors[1].startswith("train.gradient_checkpointing: got 'maybe'; SFTConfig expects true or false")
+    assert checks.train_type_errors({"fsdp": ["full_shard"]}, SFTConfig) == []  # ALSO_ACCEPTED: bool or list
+
+
+def test_library_error_names_the_field_it_is_about():
+    train = {"logging_steps": 0, "lr_scheduler_type": "cosin", "seed": 1}
+    named = checks.library_error(ValueError("--logging_steps must be positive "), train)
+    assert named == ("train.logging_steps: SFTConfig refused the train group: --logging_steps must be positive Fix it "
+                     "on the command line, e.g. `train.logging_steps=...`.")  # fmt: skip
+    quoted = checks.library_error(ValueError("'cosin' is not a valid SchedulerType"), train, what="TrainingArguments")
+    assert quoted.startswith("train.lr_scheduler_type: TrainingArguments refused the train group: 'cosin' is not")
+    assert checks.library_error(ValueError("seeds must be odd"), {"seed": 1}).startswith("train: SFTConfig refused")
+    assert checks.library_error(ValueError("x_seed is bad"), {"seed": 1, "empty": ""}).startswith("train: ")
+
+
+# -- model and tokenizer folders (checks.folder_errors) ----------------------------------------------------------
+def folder_cfg(**model):
+    return OmegaConf.create({"model": model})
+
+
+def test_folder_errors_empty_and_config_less_model_folders(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (error,) = checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(empty), tokenizer=None))
+    assert error == (f"model.name_or_path: `{empty}` is an empty folder. Point it at a folder with config.json and "
+                     f"*.safetensors (e.g. one written by save_pretrained), or at a hub id.")  # fmt: skip
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "model.safetensors").write_text("x")
+    (weights / "tokenizer.json").write_text("{}")
+    (error,) = checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(weights)))
+    assert error == (f"model.name_or_path: `{weights}` has no config.json (2 other entries). Point it at the folder "
+                     f"save_pretrained wrote, which holds config.json.")  # fmt: skip
+    (weights / "config.json").write_text("{}")
+    assert checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(weights))) == []
+    # random init reads the architecture from model.config (a folder too), not from name_or_path
+    assert checks.folder_errors(folder_cfg(init="random", name_or_path=str(empty), config="tiny_llama")) == []
+    (error,) = checks.folder_errors(folder_cfg(init="random", name_or_path="x", config=str(empty)))
+    assert error.startswith(f"model.config: `{empty}` is an empty folder.")
+    assert checks.folder_errors(folder_cfg(init="pretrained", name_or_path="meta-llama/Llama-2-7b-hf")) == []
+
+
+def test_folder_errors_tokenizer_folder_without_a_tokenizer(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    (model / "model.safetensors").write_text("x")
+    (error,) = checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(model)))
+    assert error == (f"model.name_or_path: `{model}` holds no tokenizer (tokenizer.json, tokenizer_config.json, ...). "
+                     f"Save one there with tokenizer.save_pretrained(...), or set model.tokenizer to a folder or hub "
+                     f"id that has one.")  # fmt: skip
+    for name in checks.TOKENIZER_FILES:
+        tok = tmp_path / f"tok-{name}"
+        tok.mkdir()
+        (tok / name).write_text("{}")
+        assert checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(model), tokenizer=str(tok))) == []
+    empty_tok = tmp_path / "empty-tok"
+    empty_tok.mkdir()
+    (error,) = checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(model), tokenizer=str(empty_tok)))
+    assert error.startswith(f"model.tokenizer: `{empty_tok}` holds no tokenizer")
+    # a random-init model has no tokenizer of its own in name_or_path
+    assert checks.folder_errors(folder_cfg(init="random", name_or_path=str(model), config="tiny_llama")) == []

@@ -158,3 +158,34 @@ def test_gpu_readings_with_a_fake_cuda(monkeypatch):
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(metrics, "nvml_handle", lambda index: None)
     assert metrics.nvml_used_gib() is None
+
+
+def test_steady_state_rate_over_less_than_a_second():
+    marks = [(10.0, 0, 0), (10.25, 32, 1), (10.5, 64, 2)]  # two 0.25 s steps of 32 tokens
+    assert metrics.steady_state_rate(marks, 0) == {"tokens_per_s": 128.0, "samples_per_s": 4.0, "steady_state_steps": 2}
+
+
+def test_nvml_reading_with_a_fake_pynvml(monkeypatch):
+    import sys
+    import types
+
+    gib = 1024**3
+    asked = []
+    fake = types.SimpleNamespace(nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=3 * gib if h == "h3" else 0))
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(metrics, "nvml_handle", lambda index: asked.append(index) or f"h{index}")
+    assert metrics.nvml_used_gib() == 3.0 and asked == [3]
+
+    def broken(handle):
+        raise RuntimeError("driver gone")
+
+    fake.nvmlDeviceGetMemoryInfo = broken
+    assert metrics.nvml_used_gib() is None
+
+
+def test_versions_record_torchs_cuda_and_the_gpu_count(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    assert metrics.library_versions()["cuda"] == "12.8"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert metrics.environment()["gpu_count"] == 4

@@ -229,6 +229,9 @@ def test_screenshot_script(hand_made, tmp_path):
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", head[16:24])
     assert width == 1400 and height > 2000  # the whole page, not one window of it
+    # the page's own height (+40), not the script's 3000 px fallback for a page that never reported one
+    assert "did not report its height" not in done.stderr and height != 3000 + 40, done.stderr[-2000:]
+    assert done.stdout.strip().endswith(f"(1400x{height})")
 
 
 def test_conditions_state_gpu_count_strategy_and_provenance(tmp_path):

@@ -161,3 +161,23 @@ def test_secret_env_values_are_masked_and_short_or_unnamed_ones_kept(monkeypatch
     assert env == sorted(env, key=len, reverse=True)  # longest first: a value containing another is masked whole
     assert records.scrub(["x longenough-value y", ("s3cr3t-value-long",), 7]) == ["x *** y", ["***"], 7]
     assert records.scrub("not-secret-value abc") == "not-secret-value abc"
+
+
+def test_env_value_length_threshold_and_longest_first(monkeypatch):
+    monkeypatch.setenv("A_TOKEN", "abcdefgh")  # exactly 8: masked
+    monkeypatch.setenv("B_TOKEN", "abcdefg")  # 7: kept
+    monkeypatch.setenv("C_TOKEN", "abcdefgh-and-more")  # contains A's value: masked whole, not as `***-and-more`
+    monkeypatch.setenv("D_TOKEN", "zzzzzzzz")  # sorts first alphabetically, but is shorter
+    env = records.secret_env_values()
+    assert env.index("abcdefgh-and-more") < env.index("abcdefgh") and env.index("abcdefgh-and-more") < env.index(
+        "zzzzzzzz")  # fmt: skip
+    assert "abcdefg" not in env
+    assert records.scrub("x abcdefgh-and-more y abcdefgh z abcdefg") == "x *** y *** z abcdefg"
+
+
+def test_explicit_env_values_are_used_at_every_depth_instead_of_the_environment(monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "from-the-environment")
+    given = ["given-secret-value"]
+    assert records.scrub("from-the-environment", []) == "from-the-environment"  # [] means none, not "read them"
+    nested = {"a": {"b": ["given-secret-value", ("x given-secret-value",)]}, "c": "given-secret-value"}
+    assert records.scrub(nested, given) == {"a": {"b": ["***", ["x ***"]]}, "c": "***"}
