@@ -112,3 +112,38 @@ def test_dataset_fingerprint_of_a_datasets_dataset_is_its_content():
     assert identity.dataset_fingerprint(a)["dataset_fingerprint"] != identity.dataset_fingerprint(c)["dataset_fingerprint"]
     shuffled = a.shuffle(seed=0)  # an indices mapping over the same table: other rows in another order
     assert identity.dataset_fingerprint(shuffled)["dataset_fingerprint"] != identity.dataset_fingerprint(a)["dataset_fingerprint"]
+
+
+def test_trainable_tensor_bytes_count_each_dtype_by_hand():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2).to(torch.bfloat16))
+    model[0].bias.requires_grad = False
+    # float32 weight 4x3 (bias frozen) + bf16 weight 3x2 and bias 2
+    assert metrics.trainable_tensor_bytes(model) == 12 * 4 + (6 + 2) * 2
+
+
+def test_saved_weights_bytes_lists_weight_files_only(tmp_path):
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "model-00001-of-00002.safetensors").write_bytes(b"x" * 7)
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x" * 5)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "optimizer.pt").write_bytes(b"x" * 1000)
+    assert metrics.saved_weights_bytes(tmp_path) == {"adapter_model.safetensors": 100,
+                                                     "model-00001-of-00002.safetensors": 7, "pytorch_model.bin": 5}
+    assert metrics.saved_weights_bytes(tmp_path / "missing") == {}
+
+
+def test_the_kernels_high_water_mark_sees_a_peak_between_samples():
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("VmHWM is Linux's")
+    assert metrics.reset_rss_high_water()
+    before = metrics.rss_high_water_gib()
+    block = bytearray(256 * 1024**2)  # 256 MiB, touched page by page, then freed before any sample is taken
+    for i in range(0, len(block), 4096):
+        block[i] = 1
+    del block
+    after = metrics.rss_high_water_gib()
+    assert after - before >= 0.24  # GiB: the peak stayed in the kernel's mark
+    assert metrics.rss_gib() < after - 0.2  # while the resident size fell back
+    assert metrics.reset_rss_high_water() and metrics.rss_high_water_gib() < after - 0.2
