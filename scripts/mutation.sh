@@ -20,7 +20,7 @@ modules=("$@")
 tests_for() {
     case $1 in
         records) echo '"tests/test_records_core.py", "tests/test_scrub.py", "-k", "not gone_from"' ;;
-        metrics) echo '"tests/test_metrics_core.py", "tests/test_memory_model.py", "tests/test_callback_parts.py", "-k", "steady_state or metrics or pauses or batch_counts or bytes or water"' ;;
+        metrics) echo '"tests/test_metrics_core.py", "tests/test_memory_model.py", "-k", "steady_state or metrics"' ;;
         memory) echo '"tests/test_memory_model.py", "tests/test_gpu_paths.py", "tests/test_methods.py", "-k",
                       "(memory or fast_profile or optimizer_states_at_the_7b) and not runner_counts and not without_liger"' ;;
         checks) echo '"tests/test_checks_core.py"' ;;
