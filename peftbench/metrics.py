@@ -104,7 +104,7 @@ def rank_peaks(series: dict[str, Any]) -> dict[str, Any]:
         "gpu_reserved_gib_peak": max(series["reserved"], default=None),
         "gpu_requested_gib_peak": max(series.get("requested", []), default=None),
         "gpu_nvml_used_gib_peak": max(series["nvml"], default=None),
-        "rss_gib_peak": max(series["rss"], default=None),
+        "rss_gib_peak": series.get("rss_peak") or max(series["rss"], default=None),  # the kernel's mark where read
     }
 
 

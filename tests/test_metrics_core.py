@@ -189,3 +189,9 @@ def test_versions_record_torchs_cuda_and_the_gpu_count(monkeypatch):
     assert metrics.library_versions()["cuda"] == "12.8"
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     assert metrics.environment()["gpu_count"] == 4
+
+
+def test_rank_peaks_take_the_kernels_rss_mark_over_the_step_samples():
+    series = {"rank": 1, "device": "cpu", "allocated": [], "reserved": [], "nvml": [], "rss": [0.5, 0.6], "rss_peak": 0.75}
+    assert metrics.rank_peaks(series)["rss_gib_peak"] == 0.75  # what the record's headline reads, rank by rank
+    assert metrics.rank_peaks({**series, "rss_peak": None})["rss_gib_peak"] == 0.6
