@@ -72,5 +72,9 @@ def choose(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> tuple[d
         fits = total is not None and peak is not None and peak <= float(profile.get("memory_fraction", 0.9)) * total
         out["gradient_checkpointing"] = not fits
         info["predicted_peak_without_checkpointing_gib"] = predicted["predicted_peak_gib"]
+    reason = methods.get_method(method_cfg["name"]).no_checkpointing
+    if reason and out.get("gradient_checkpointing", cfg.train.get("gradient_checkpointing")):
+        out["gradient_checkpointing"] = False  # the method cannot train with it: off in every profile, and said so
+        info["gradient_checkpointing_off"] = f"method={method_cfg['name']} cannot train with it: {reason}"
     info["profile_choices"] = dict(out)
     return out, info

@@ -307,7 +307,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     import torch
     from peft import get_peft_model
     from peftbench.callback import PeftBenchCallback
-    from peftbench.trainer import sft_trainer_class
+    from peftbench.trainer import follow_fused_head, sft_trainer_class
 
     method_cfg = method_config(cfg)
     method = methods.get_method(method_cfg["name"])
@@ -375,6 +375,10 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
                                                  record["memory_traced_steps"]), *methods.trainer_callbacks(method_cfg)],
         optimizers=(optimizer, None),
     )
+    if method.copies_forward:
+        follow_fused_head(trainer.model)
+    if record.get("gradient_checkpointing_off"):
+        log.warning("%s: gradient checkpointing off: %s", record["run_id"], record["gradient_checkpointing_off"])
     record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
     console.quiet_trainer(trainer)
