@@ -123,14 +123,24 @@ def test_every_method_has_its_yaml_and_its_facts():
         assert method.activations in (None, "none", "shared_inputs", "lora", "dora", "ia3")
 
 
-def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpointing(tiny_cfg, monkeypatch):
+def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpointing(tiny, tiny_cfg, monkeypatch):
     from peftbench import models
 
-    cfg = tiny_cfg("profile=fast", "method=loha")
-    config = models.load_config(cfg.model)
+    """Every method the memory model does not cover keeps checkpointing under profile=fast, however much memory there
+    is, except a method that cannot train with it (`no_checkpointing`): off in both profiles, and the record says why."""
+    cfg = tiny_cfg("profile=fast", "train.gradient_checkpointing=true")
+    default = tiny_cfg("train.gradient_checkpointing=true")
+    config, _ = tiny
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e6)  # everything would fit
-    choices, info = profiles.choose(cfg, method_cfg("loha"), config)
-    assert choices["gradient_checkpointing"] is True
+    not_modelled = [n for n, m in REGISTRY.items() if not m.modelled]
+    assert len(not_modelled) > 30 and "loha" in not_modelled
+    for name in not_modelled:
+        choices, info = profiles.choose(cfg, method_cfg(name), config)
+        cannot = REGISTRY[name].no_checkpointing is not None
+        assert choices["gradient_checkpointing"] is not cannot, name
+        assert ("gradient_checkpointing_off" in info) is cannot, name
+        assert profiles.choose(default, method_cfg(name), config)[0].get("gradient_checkpointing", True) is not cannot
+    assert {n for n, m in REGISTRY.items() if m.no_checkpointing} == {"prefix_tuning", "cartridge"}  # PEFT's list
     assert profiles.choose(cfg, method_cfg("lora"), config)[0]["gradient_checkpointing"] is False
 
 
