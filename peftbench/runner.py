@@ -22,24 +22,13 @@ from omegaconf import DictConfig, OmegaConf
 from peftbench import (
     __version__, checks, console, data, distributed, engines, errors, evaluate, memory, methods, models, profiles, records,
 )
+from peftbench.point import Point, own_overrides
 
 log = logging.getLogger("peftbench")
 
 INPUT_ERRORS = errors.InputError  # every module's input error derives from it: status `invalid`, its message alone
 
 
-def own_overrides(cfg: DictConfig) -> dict[str, Any]:
-    """`method_overrides` cut down to this point's method: another method's options are no part of this point."""
-    overrides = cfg.get("method_overrides")
-    overrides = OmegaConf.to_container(overrides, resolve=True) if overrides else {}
-    name = cfg.method.name
-    return {name: overrides[name]} if overrides.get(name) else {}
-
-
-def method_config(cfg: DictConfig) -> dict[str, Any]:
-    """The method's YAML plus the recipe's per-method overrides (e.g. the family sweep's BitFit biases)."""
-    method = OmegaConf.to_container(cfg.method, resolve=True)
-    return {**method, **(own_overrides(cfg).get(method["name"]) or {})}
 
 
 def point_container(cfg: DictConfig) -> dict[str, Any]:
@@ -64,14 +53,15 @@ def run_id_for(cfg: DictConfig) -> str:
     return f"{cfg.method.name}-{cfg.model.name}-s{cfg.train.seed}-{digest}"
 
 
-def train_options(cfg: DictConfig, method_cfg: dict[str, Any], overrides: dict | None = None) -> dict[str, Any]:
+def train_options(point: Point, overrides: dict | None = None) -> dict[str, Any]:
     """The `train` group as SFTConfig keyword arguments; unknown keys fail with the closest valid one."""
     import difflib
     from dataclasses import fields
 
     from trl import SFTConfig
 
-    train = OmegaConf.to_container(cfg.train, resolve=True)
+    method_cfg = point.method_cfg
+    train = OmegaConf.to_container(point.cfg.train, resolve=True)
     valid = {f.name for f in fields(SFTConfig)}
     for key in train:
         if key not in valid:
@@ -87,22 +77,22 @@ def train_options(cfg: DictConfig, method_cfg: dict[str, Any], overrides: dict |
     return train
 
 
-def sft_config(cfg: DictConfig, method_cfg: dict[str, Any], output_dir: Path, overrides: dict | None = None):
+def sft_config(point: Point, output_dir: Path, overrides: dict | None = None):
     """TRL's SFTConfig from the `train` group (plus the profile's choices)."""
     from trl import SFTConfig
 
-    train = train_options(cfg, method_cfg, overrides)
+    train = train_options(point, overrides)
     return SFTConfig(output_dir=str(output_dir), include_num_input_tokens_seen="non_padding", **train)
 
 
-def train_group_errors(cfg: DictConfig, method_cfg: dict[str, Any]) -> tuple[list[str], Any]:
+def train_group_errors(point: Point) -> tuple[list[str], Any]:
     """(errors, SFTConfig): the train group built into TRL's SFTConfig now, so its types and values are checked by
     the library before any model loads; TrainingArguments' ValueErrors are reported with the field they name."""
     import torch
     from trl import SFTConfig
 
     try:
-        train = train_options(cfg, method_cfg)
+        train = train_options(point)
     except methods.MethodError as exc:
         return [str(exc)], None
     errors = checks.train_type_errors(train, SFTConfig)
@@ -112,7 +102,7 @@ def train_group_errors(cfg: DictConfig, method_cfg: dict[str, Any]) -> tuple[lis
     if errors:
         return errors, None
     try:  # output_dir is only stored: TrainingArguments creates nothing at construction
-        args = SFTConfig(output_dir=str(Path(cfg.run.results_dir) / "_validate"),
+        args = SFTConfig(output_dir=str(Path(point.cfg.run.results_dir) / "_validate"),
                          include_num_input_tokens_seen="non_padding", **train)  # fmt: skip
     except (ValueError, TypeError) as exc:
         return [checks.library_error(exc, train)], None
@@ -134,16 +124,15 @@ def planned_steps(args: Any, examples: int | None) -> int | None:
     return math.ceil(examples / per_step) * math.ceil(args.num_train_epochs)
 
 
-def throughput_warmup(cfg: DictConfig, steps: int | None) -> int:
+def throughput_warmup(point: Point, steps: int | None) -> int:
     """run.warmup_steps, or by default 2 steps, fewer when the point trains fewer than 3 (at least one is measured).
     An explicit value that leaves no step is refused by validation rather than silently measuring every step."""
-    value = cfg.run.get("warmup_steps")
-    if value is not None:
-        return int(value)
+    if point.warmup_steps is not None:
+        return point.warmup_steps
     return DEFAULT_THROUGHPUT_WARMUP if steps is None else max(0, min(DEFAULT_THROUGHPUT_WARMUP, steps - 1))
 
 
-def step_errors(cfg: DictConfig, args: Any, examples: int | None) -> list[str]:
+def step_errors(point: Point, args: Any, examples: int | None) -> list[str]:
     """Warm-up against the steps a point trains, and one optimizer step's examples against the data's size."""
 
     errors = []
@@ -154,7 +143,7 @@ def step_errors(cfg: DictConfig, args: Any, examples: int | None) -> list[str]:
                       f"{distributed.world_size()} (processes) = {per_step} examples, but only {examples} train. Lower "
                       f"the batch size, or give more data.")  # fmt: skip
     steps = planned_steps(args, examples)
-    warmup = cfg.run.get("warmup_steps")
+    warmup = point.warmup_steps
     if steps is not None and warmup is not None and warmup >= steps:
         errors.append(f"run.warmup_steps: {warmup} >= the {steps} optimizer steps this point trains, so no step would "
                       f"be left to measure throughput on. Set run.warmup_steps below {steps} (e.g. "
@@ -165,11 +154,11 @@ def step_errors(cfg: DictConfig, args: Any, examples: int | None) -> list[str]:
     return errors
 
 
-def max_length_errors(cfg: DictConfig, model_config: Any) -> list[str]:
+def max_length_errors(point: Point, model_config: Any) -> list[str]:
     limit = getattr(model_config, "max_position_embeddings", None) if model_config is not None else None
-    length = data.sequence_length(cfg)
-    if limit and length > limit:
-        field = "data.seq_len" if data.is_synthetic(cfg.data) else "train.max_length"
+    length = point.seq_len
+    if limit and length is not None and length > limit:
+        field = "data.seq_len" if point.synthetic else "train.max_length"
         return [f"{field}: {length} tokens, but the model's max_position_embeddings is {limit}. Set {field} to at "
                 f"most {limit}."]  # fmt: skip
     return []
@@ -178,22 +167,22 @@ def max_length_errors(cfg: DictConfig, model_config: Any) -> list[str]:
 _LENGTH_REPORTS: dict[str, dict[str, Any]] = {}
 
 
-def data_plan(cfg: DictConfig, args: Any, tokenizer: Any = None) -> tuple[Any, dict[str, Any]]:
+def data_plan(data_cfg: Any, model_cfg: Any, args: Any, tokenizer: Any = None) -> tuple[Any, dict[str, Any]]:
     """(train dataset after data.max_length_policy, record fields): the rows read and mapped, their token lengths
     measured as SFTTrainer prepares them, and what train.max_length will do, as counts (data.apply_policy)."""
     from datasets import Dataset
 
-    train = Dataset.from_dict(data.rendered_split(cfg.data, "train"))
-    key = json.dumps([OmegaConf.to_container(cfg.data, resolve=True), str(cfg.model.get("tokenizer") or
-                      cfg.model.name_or_path), args.max_length, args.truncation_mode, args.packing,
+    train = Dataset.from_dict(data.rendered_split(data_cfg, "train"))
+    key = json.dumps([OmegaConf.to_container(data_cfg, resolve=True), str(model_cfg.get("tokenizer") or
+                      model_cfg.name_or_path), args.max_length, args.truncation_mode, args.packing,
                       args.completion_only_loss], sort_keys=True, default=str)  # fmt: skip
     if key not in _LENGTH_REPORTS:  # a sweep's points share their data: measured once a process
-        tokenizer = tokenizer if tokenizer is not None else data.measuring_tokenizer(cfg.model)
+        tokenizer = tokenizer if tokenizer is not None else data.measuring_tokenizer(model_cfg)
         _LENGTH_REPORTS.clear()
         _LENGTH_REPORTS[key] = data.length_report(train, tokenizer, args)
     report = _LENGTH_REPORTS[key]
-    source = data.split_spec(cfg.data, "train")
-    return data.apply_policy(train, report, cfg.data.get("max_length_policy") or "warn", f"`{source}`")
+    source = data.split_spec(data_cfg, "train")
+    return data.apply_policy(train, report, data_cfg.get("max_length_policy") or "warn", f"`{source}`")
 
 
 def model_config_checked(model_cfg: Any) -> Any:
@@ -229,30 +218,36 @@ def _refuse(errors: list[str]) -> None:
     raise checks.ConfigError("\n".join(unique))
 
 
-def validate(cfg: DictConfig) -> Any:
+def validate(point: Point | DictConfig, folder_errors: list[str] | None = None) -> Any:
     """Everything checkable before weights load, in one pass: every problem is listed with its field and fix.
 
     Options and their ranges, the results folder, model and tokenizer sources, the train group built into TRL's
     SFTConfig, every row of local data files read and mapped, their token lengths against train.max_length
     (data.max_length_policy), warm-up and batch against the data, then whether the engine can run here (a point it
-    cannot run is `skipped`, raised last). Returns the architecture config it read on the way."""
+    cannot run is `skipped`, raised last). Range checks read the resolved values (the method's options with the
+    sweep's overrides). Takes the resolved point (a composed config is resolved here) and, where the caller has
+    checked the results folder already, its `folder_errors` (each check reads every record). Returns the
+    architecture config it read on the way."""
+    point = point if isinstance(point, Point) else Point.resolve(point)
+    cfg, method_cfg = point.cfg, point.method_cfg
     _CAUGHT.clear()
     model_errors = checks.model_errors(cfg)
     _gather(model_errors, models.check_source, cfg.model.name_or_path)
     sources_ok = not model_errors
-    errors = checks.option_errors(cfg) + model_errors + checks.results_dir_errors(cfg.run.results_dir)
-    method_cfg = method_config(cfg)
+    if folder_errors is None:
+        folder_errors = checks.results_dir_errors(cfg.run.results_dir)
+    errors = checks.option_errors(cfg, method_cfg) + model_errors + folder_errors
     _gather(errors, methods.get_method, method_cfg["name"])
     if cfg.model.get("tokenizer"):
         _gather(errors, models.check_source, cfg.model.tokenizer, "model.tokenizer")
-    if not data.is_synthetic(cfg.data):
+    if not point.synthetic:
         _gather(errors, data.check_local_files, cfg.data)
-    for note in filter(None, [data.eval_file_spec(cfg.data)[1]] if not data.is_synthetic(cfg.data) else []):
+    for note in filter(None, [data.eval_file_spec(cfg.data)[1]] if not point.synthetic else []):
         data.warn_once(f"peftbench: {note}")
     _gather(errors, evaluate.validate_point, cfg)
     _gather(errors, distributed.check_launch, cfg.train)
-    _gather(errors, profiles.check, cfg)
-    train_errors, args = train_group_errors(cfg, method_cfg)
+    _gather(errors, profiles.check, point.profile)
+    train_errors, args = train_group_errors(point)
     errors += train_errors
     model_config = None
     if sources_ok and not [e for e in errors if e.startswith(("model.", "method"))]:
@@ -260,16 +255,16 @@ def validate(cfg: DictConfig) -> Any:
         if model_config is not None:
             _gather(errors, methods.validate, method_cfg, model_config, cfg.model.get("tokenizer") or cfg.model.name_or_path)
             _gather(errors, methods.check_model, method_cfg, cfg.model)
-            errors += max_length_errors(cfg, model_config)
+            errors += max_length_errors(point, model_config)
     examples = None
-    if args is not None and data.is_synthetic(cfg.data):
+    if args is not None and point.synthetic:
         examples = int(cfg.data.num_samples)
     elif args is not None and data.split_file(cfg.data, "train") is not None and not [
             e for e in errors if e.startswith(("data.", "model.tokenizer", "model.name_or_path"))]:  # fmt: skip
-        plan = _gather(errors, data_plan, cfg, args)
+        plan = _gather(errors, data_plan, cfg.data, cfg.model, args)
         examples = plan[1]["train_examples_used"] if plan else None
     if args is not None:
-        errors += step_errors(cfg, args, examples)
+        errors += step_errors(point, args, examples)
     try:
         engines.check(cfg, method_cfg["name"])  # EngineUnavailable: the point is skipped, with the reason
     except INPUT_ERRORS as exc:
@@ -283,13 +278,14 @@ def validate(cfg: DictConfig) -> Any:
     return model_config
 
 
-def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
+def base_record(point: Point, run_id: str) -> dict[str, Any]:
+    cfg = point.cfg
     return {
         "run_id": run_id,
         "run_name": cfg.run.name,
         "status": "running",
         "method": cfg.method.name,
-        "method_config": method_config(cfg),
+        "method_config": point.method_cfg,
         "engine": engines.name(cfg),
         "model": cfg.model.name,
         "model_source": cfg.model.name_or_path,
@@ -302,15 +298,16 @@ def base_record(cfg: DictConfig, run_id: str) -> dict[str, Any]:
     }
 
 
-def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
-    """Load, prepare, train and measure one point; fills and returns `record`."""
+def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, Any]:
+    """Load, prepare, train and measure one (validated) point; fills and returns `record`. A composed config (the
+    engine's child process) is resolved here, as run_point resolved it."""
     import torch
     from peft import get_peft_model
     from peftbench.callback import PeftBenchCallback
     from peftbench.trainer import sft_trainer_class
 
-    method_cfg = method_config(cfg)
-    method = methods.get_method(method_cfg["name"])
+    point = point if isinstance(point, Point) else Point.resolve(point)
+    cfg, method_cfg, method, engine = point.cfg, point.method_cfg, point.method, point.engine
     run_dir = Path(cfg.run.results_dir) / record["run_id"]
     torch.manual_seed(cfg.train.seed)
     distributed.use_local_gpu()
@@ -319,21 +316,19 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         record["gpu_total_gib"] = profiles.gpu_memory_gib()  # the capacity a failed row's predicted peak is read against
 
     t0 = time.perf_counter()
-    engine = engines.get(cfg)
-    seq_len = data.sequence_length(cfg)
-    bf16_adapters = profiles.bf16_adapters(cfg, method_cfg)
+    seq_len, bf16_adapters = point.seq_len, point.bf16_adapters
     if engine.loads_model:  # unsloth's FastLanguageModel loads the model and sets up the adapter (engines.unsloth_load)
         model, tokenizer, engine_info = engines.unsloth_load(cfg, method_cfg, seq_len)
         record.update(engine_info)
     else:
         tokenizer = data.tokenizer_for(cfg)
-        if not data.is_synthetic(cfg.data):  # the data is read, mapped and measured before the model loads
-            train_set, eval_set, data_fields = load_data(cfg, method_cfg, tokenizer)
+        if not point.synthetic:  # the data is read, mapped and measured before the model loads
+            train_set, eval_set, data_fields = load_data(point, tokenizer)
         model = models.load_model(cfg.model, methods.quantization_config(method_cfg), vocab_size=len(tokenizer))
     record.update(models.provenance(cfg.model, model))
     record["vocab_size"] = model.config.vocab_size
-    if engine.loads_model or data.is_synthetic(cfg.data):
-        train_set, eval_set, data_fields = load_data(cfg, method_cfg, tokenizer, model.config.vocab_size)
+    if engine.loads_model or point.synthetic:
+        train_set, eval_set, data_fields = load_data(point, tokenizer, model.config.vocab_size)
     record.update(data_fields)
     record["dataset_fingerprint"] = data.fingerprint(train_set)
     record["time_load_s"] = time.perf_counter() - t0
@@ -350,21 +345,21 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
             model = get_peft_model(model, peft_config, autocast_adapter_dtype=not bf16_adapters)
             folder = functools.partial(models.local_folder, cfg.model.name_or_path)
             record["method_info"].update(methods.initialise(model, method_cfg, folder))
-    choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
+    choices, profile_info = profiles.choose(point, model.config)
     record.update(profile_info)
-    args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
+    args = sft_config(point, run_dir / "checkpoints", choices)
     if engine.modelled:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
                                              bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
                                              bf16_adapters))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
-    warmup = throughput_warmup(cfg, planned_steps(args, len(train_set)))
+    warmup = throughput_warmup(point, planned_steps(args, len(train_set)))
     # The runner writes the record itself (with the recipe's identity), so the callback only measures.
     callback = PeftBenchCallback(run_id=record["run_id"], warmup_steps=warmup, write=False, log_to_trainer=False,
                                  reset_peaks=True)  # fmt: skip
-    record["trl_step_metrics"] = profiles.trl_step_metrics(cfg)
-    record["profiled_steps"] = int(cfg.run.get("profile_steps") or 0)  # profiled steps are slower: not for tokens/s
-    record["memory_traced_steps"] = int(cfg.run.get("memory_trace_steps") or 0)  # slower too
+    record["trl_step_metrics"] = point.trl_step_metrics
+    record["profiled_steps"] = point.profile_steps  # profiled steps are slower: not for tokens/s
+    record["memory_traced_steps"] = point.memory_trace_steps  # slower too
     trainer = sft_trainer_class(record["trl_step_metrics"])(
         model=model,
         args=args,
@@ -375,7 +370,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
                                                  record["memory_traced_steps"]), *methods.trainer_callbacks(method_cfg)],
         optimizers=(optimizer, None),
     )
-    record.update({k: v for k, v in engines.trainer_settings(cfg, trainer.args, trainer.model).items()
+    record.update({k: v for k, v in engines.trainer_settings(engine, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
     console.quiet_trainer(trainer)
     trainer.train()
@@ -398,18 +393,19 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def load_data(cfg: DictConfig, method_cfg: dict[str, Any], tokenizer: Any, vocab_size: int | None = None):
+def load_data(point: Point, tokenizer: Any, vocab_size: int | None = None):
     """(train, eval, record fields): synthetic rows, or the mapped rows after data.max_length_policy with the counts
     of what train.max_length does to them (`train_examples`, `train_examples_used`, `examples_truncated`,
     `examples_dropped`)."""
+    cfg = point.cfg
     train_set, eval_set = data.load_train_eval(cfg.data, vocab_size)
-    if data.is_synthetic(cfg.data):
+    if point.synthetic:
         return train_set, eval_set, {"train_examples": len(train_set), "train_examples_used": len(train_set)}
     note = data.eval_file_spec(cfg.data)[1]
     if note:
         data.warn_once(f"peftbench: {note}")
-    args = sft_config(cfg, method_cfg, Path(cfg.run.results_dir) / "_validate")
-    train_set, fields = data_plan(cfg, args, tokenizer)
+    args = sft_config(point, Path(cfg.run.results_dir) / "_validate")
+    train_set, fields = data_plan(cfg.data, cfg.model, args, tokenizer)
     if note:
         fields["eval_file_note"] = note
     return train_set, eval_set, fields
@@ -435,9 +431,10 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
     failed/oom/invalid one, runs again, since its cause may be fixed. The point is held under a lock, so a second
     sweep into the same folder waits for it and then skips it.
     """
+    point = Point.resolve(cfg)  # the point read once; every step below takes it (or its parts), not cfg re-derived
     run_id = run_id_for(cfg)
     results_dir = Path(cfg.run.results_dir)
-    record = base_record(cfg, run_id)
+    record = base_record(point, run_id)
     folder_errors = checks.results_dir_errors(results_dir)
     if folder_errors:  # no row can be written into this folder, so the point reports and stops here
         record.update(status="invalid", error="\n".join(folder_errors))
@@ -459,9 +456,10 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
             shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # from an attempt that never wrote an ok record
         start = time.perf_counter()
         try:
-            validate(cfg)
+            validate(point, folder_errors)  # the folder was checked above
             base = evaluate.ensure_base(cfg)  # the untrained model's scores: evaluated once, then read from results_dir
-            record = engines.train_in_child(cfg, record) if engines.needs_child(cfg) else train_point(cfg, record)
+            child = engines.needs_child(point.engine)
+            record = engines.train_in_child(cfg, record) if child else train_point(point, record)
             record.update(evaluate.deltas(record, base))
             record["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - every failure is kept as a row, then the sweep goes on

@@ -14,6 +14,7 @@ import yaml
 from peftbench import methods, profiles
 from peftbench.methods import FAMILY, REGISTRY
 from peftbench.paths import recipes_dir
+from peftbench.point import Point
 from peftbench.runner import run_point
 
 FAMILY_MODELS = {"bitfit": ["model=tiny_qwen2"]}  # Qwen2 has q/k/v biases: real BitFit, no added biases
@@ -129,9 +130,10 @@ def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpoin
     cfg = tiny_cfg("profile=fast", "method=loha")
     config = models.load_config(cfg.model)
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e6)  # everything would fit
-    choices, info = profiles.choose(cfg, method_cfg("loha"), config)
+    choices, info = profiles.choose(Point.resolve(cfg), config)
     assert choices["gradient_checkpointing"] is True
-    assert profiles.choose(cfg, method_cfg("lora"), config)[0]["gradient_checkpointing"] is False
+    lora = Point.resolve(tiny_cfg("profile=fast", "method=lora"))
+    assert profiles.choose(lora, config)[0]["gradient_checkpointing"] is False
 
 
 def test_optimizer_states_at_the_7b_shape():
