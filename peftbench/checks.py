@@ -1,7 +1,7 @@
 """Checks of a composed recipe that need no weights: option ranges, the results folder, and its existing records.
 
 Each check returns a list of messages (`field: what is wrong. The fix.`) rather than raising at the first, so one
-run of validation lists every mistake of a recipe at once. `runner.validate` raises them as one `ConfigError`.
+run of validation lists every mistake of a recipe at once. `validation.validate` raises them as one `ConfigError`.
 """
 
 from __future__ import annotations

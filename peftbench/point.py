@@ -10,6 +10,7 @@ every other problem of the point, before anything reads the entry.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -84,3 +85,35 @@ class Point:
             profile_steps=_int(run.get("profile_steps"), 0) or 0,
             memory_trace_steps=_int(run.get("memory_trace_steps"), 0) or 0,
         )
+
+
+def train_options(point: Point, overrides: dict | None = None) -> dict[str, Any]:
+    """The `train` group as SFTConfig keyword arguments; unknown keys fail with the closest valid one."""
+    import difflib
+    from dataclasses import fields
+
+    from trl import SFTConfig
+
+    method_cfg = point.method_cfg
+    train = OmegaConf.to_container(point.cfg.train, resolve=True)
+    valid = {f.name for f in fields(SFTConfig)}
+    for key in train:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1)
+            raise methods.MethodError(
+                f"train.{key}: not an SFTConfig option.{f' Did you mean `train.{close[0]}`?' if close else ''}"
+            )
+    train.update(methods.train_args(method_cfg))  # a method's own Trainer options (GaLore's optim, ...)
+    train.update(overrides or {})
+    train["learning_rate"] = train.get("learning_rate") or method_cfg["learning_rate"]
+    train.setdefault("report_to", "none")
+    train.setdefault("save_strategy", "no")
+    return train
+
+
+def sft_config(point: Point, output_dir: Path, overrides: dict | None = None):
+    """TRL's SFTConfig from the `train` group (plus the profile's choices)."""
+    from trl import SFTConfig
+
+    train = train_options(point, overrides)
+    return SFTConfig(output_dir=str(output_dir), include_num_input_tokens_seen="non_padding", **train)

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 from omegaconf import OmegaConf
 
-from peftbench import checks, engines, methods, runner
+from peftbench import checks, engines, methods, runner, validation
 from peftbench.point import Point
 
 
@@ -31,7 +31,7 @@ def test_an_override_out_of_range_is_refused_like_the_option_itself(tiny_cfg):
     assert point.method_cfg["r"] == 0
     assert any(e.startswith("method.r: got 0") for e in checks.option_errors(cfg, point.method_cfg))
     with pytest.raises(checks.ConfigError, match="method.r: got 0"):
-        runner.validate(point)
+        validation.validate(point)
 
 
 def test_profile_choices_and_settings_are_read_once(tiny_cfg):
@@ -48,5 +48,5 @@ def test_unknown_names_resolve_to_none_and_validation_names_them(tiny_cfg):
     point = Point.resolve(tiny_cfg("method.name=lorra", "engine.name=peftt"))
     assert point.method is None and point.engine is None
     with pytest.raises(checks.ConfigError) as caught:
-        runner.validate(point)
+        validation.validate(point)
     assert "Did you mean `lora`?" in str(caught.value) and "engine: `peftt` is not an engine" in str(caught.value)
