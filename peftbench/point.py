@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from peftbench import data, engines, methods, profiles
 from peftbench.engines import Engine
+from peftbench.errors import did_you_mean
 from peftbench.methods import Method
 
 
@@ -89,7 +90,6 @@ class Point:
 
 def train_options(point: Point, overrides: dict | None = None) -> dict[str, Any]:
     """The `train` group as SFTConfig keyword arguments; unknown keys fail with the closest valid one."""
-    import difflib
     from dataclasses import fields
 
     from trl import SFTConfig
@@ -99,10 +99,7 @@ def train_options(point: Point, overrides: dict | None = None) -> dict[str, Any]
     valid = {f.name for f in fields(SFTConfig)}
     for key in train:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            raise methods.MethodError(
-                f"train.{key}: not an SFTConfig option.{f' Did you mean `train.{close[0]}`?' if close else ''}"
-            )
+            raise methods.MethodError(f"train.{key}: not an SFTConfig option.{did_you_mean(key, valid, 'train.')}")
     train.update(methods.train_args(method_cfg))  # a method's own Trainer options (GaLore's optim, ...)
     train.update(overrides or {})
     train["learning_rate"] = train.get("learning_rate") or method_cfg["learning_rate"]
