@@ -294,11 +294,16 @@ def test_bitfit_with_added_biases_on_a_bias_free_model(tiny_cfg):
 
 def test_sweep_peft_all_is_the_whole_registry_and_the_default_keeps_the_seven():
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from peftbench.sweep import sweep_point_overrides
 
     with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
         every = compose("config", overrides=["sweep=peft_all"], return_hydra_config=True)
         default = compose("config", return_hydra_config=True)
-    assert every.hydra.sweeper.params.method.split(",") == list(REGISTRY)
+        jobs = sweep_point_overrides(every, GlobalHydra.instance().config_loader())  # the basic sweeper's expansion
+    points = [o.split("=", 1)[1] for job in jobs for o in job if o.startswith("method=")]
+    assert len(points) == len(jobs) and sorted(points) == sorted(REGISTRY)  # every method once, one a point
     assert every.method_overrides.bitfit.add_biases is True
     assert default.hydra.sweeper.params.method.split(",") == FAMILY == [
         "lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
