@@ -56,6 +56,7 @@ class Method:
     callback: str | None = None  # a TrainerCallback the method needs (trainer_callbacks): AdaLoRA's rank budget
     extra: str | None = None  # "module:extra": the package it imports and the pip extra that installs it
     needs_cuda: str | None = None  # why it cannot run without a CUDA GPU, if it cannot
+    no_compile: str | None = None  # why its layers cannot be compiled (profile.compile=regional is skipped), if so
 
     @property
     def summary(self) -> str:

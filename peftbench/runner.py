@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from peftbench import (
     __version__, checks, console, data, distributed, engines, errors, evaluate, memory, methods, models, profiles, records,
+    regional,
 )
 
 log = logging.getLogger("peftbench")
@@ -155,6 +156,11 @@ def step_errors(cfg: DictConfig, args: Any, examples: int | None) -> list[str]:
                       f"the batch size, or give more data.")  # fmt: skip
     steps = planned_steps(args, examples)
     warmup = cfg.run.get("warmup_steps")
+    compiled = cfg.method.name in methods.REGISTRY and profiles.compile_mode(cfg, method_config(cfg))[0] != "off"
+    if compiled and throughput_warmup(cfg, steps) == 0:
+        errors.append("run.warmup_steps: no warm-up step with profile.compile=regional, so the first step's compile "
+                      "would count in tokens/s. Set run.warmup_steps=1 or more (and train.max_steps above it), or "
+                      "profile.compile=off.")  # fmt: skip
     if steps is not None and warmup is not None and warmup >= steps:
         errors.append(f"run.warmup_steps: {warmup} >= the {steps} optimizer steps this point trains, so no step would "
                       f"be left to measure throughput on. Set run.warmup_steps below {steps} (e.g. "
@@ -353,10 +359,18 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     choices, profile_info = profiles.choose(cfg, method_cfg, model.config)
     record.update(profile_info)
     args = sft_config(cfg, method_cfg, run_dir / "checkpoints", choices)
+    layers = profile_info["profile_choices"]  # `checkpointing_plan` (and `compile`): peftbench sets the layers itself
+    plan = layers.get("checkpointing_plan")
+    if plan is not None:
+        record.update(regional.apply(model, layers["compile"], plan, layers.get("compile_backend", "inductor"),
+                                     layers.get("compile_dynamic", False)))
+        record["engine_gradient_checkpointing"] = (
+            f"peftbench plan {plan} (torch.utils.checkpoint, use_reentrant=False)" if record["checkpointed_layers"]
+            else "off")  # fmt: skip
+    checkpointing = bool(args.gradient_checkpointing) if plan is None else regional.parse_plan(plan)[0] > 0
     if engine.modelled:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
-                                             bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
-                                             bf16_adapters))  # fmt: skip
+                                             checkpointing, bool(args.use_liger_kernel), bf16_adapters))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     warmup = throughput_warmup(cfg, planned_steps(args, len(train_set)))
     # The runner writes the record itself (with the recipe's identity), so the callback only measures.
@@ -380,6 +394,11 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     console.quiet_trainer(trainer)
     trainer.train()
     record.update(callback.record())  # first: the runner's own eval and save times below are after training
+    if record.get("compile") == "regional":  # the warm-up steps' compile, kept out of tokens/s (throughput_warmup)
+        record["time_compile_s"] = regional.warmup_excess_s(callback.step_times, warmup)
+        record.update(regional.compile_stats())
+    if plan is not None:
+        regional.remove(model)  # evaluation and saving run the layers' own forward
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
     record["optimizer"] = f"{type(optimizer).__module__}.{type(optimizer).__name__}"
 

@@ -130,8 +130,8 @@ def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpoin
     config = models.load_config(cfg.model)
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e6)  # everything would fit
     choices, info = profiles.choose(cfg, method_cfg("loha"), config)
-    assert choices["gradient_checkpointing"] is True
-    assert profiles.choose(cfg, method_cfg("lora"), config)[0]["gradient_checkpointing"] is False
+    assert info["profile_choices"]["checkpointing_plan"] == "all"
+    assert profiles.choose(cfg, method_cfg("lora"), config)[1]["profile_choices"]["checkpointing_plan"] == "off"
 
 
 def test_optimizer_states_at_the_7b_shape():
