@@ -158,3 +158,23 @@ def test_compiled_step_equals_eager_within_bf16_error():
     for name in grads_ref:
         assert error(grads, name) <= 2 * error(grads_eager, name) + bf16_eps, (name, error(grads, name),
                                                                                 error(grads_eager, name))
+
+
+def test_a_point_with_regional_compile_records_its_plan_and_compile_time(tiny_cfg):
+    """Through the runner: profile=fast with Dynamo alone (backend `eager`: the tracing, no code generation, to keep
+    it fast; the Inductor test above checks the numbers), fixed-length synthetic rows, plan every_2 on 2 layers."""
+    from peftbench.runner import run_point
+
+    cfg = tiny_cfg("profile=fast", "profile.compile_backend=eager", "profile.checkpointing=every_2", "data=synthetic",
+                   "data.seq_len=32", "data.num_samples=8", "eval=none", "train.max_steps=3", "run.warmup_steps=1")
+    record = run_point(cfg)
+    assert record["status"] == "ok", record.get("error")
+    assert record["profile_choices"]["checkpointing_plan"] == "every_2" and record["compile"] == "regional"
+    assert record["compiled_layers"] == 2 and record["checkpointed_layers"] == 1
+    assert record["compile_dynamic"] is False  # fixed-length rows: static shapes
+    assert record["engine_gradient_checkpointing"].startswith("peftbench plan every_2")
+    assert record["hyperparameters"]["gradient_checkpointing"] is False  # transformers' own stays off under a plan
+    # layer 0's input does not require grad (frozen embeddings), layer 1's does: two graphs, no break
+    assert record["compile_graphs"] == 2 and record["compile_graph_breaks"] == 0
+    assert record["warmup_steps_excluded"] == 1 and record["time_compile_s"] > 0
+    assert record["adapter_bytes"] > 0  # saved after the layers got their own forward back
