@@ -7,7 +7,6 @@ method's name.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import json
@@ -17,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from peftbench import memory
-from peftbench.errors import InputError
+from peftbench.errors import InputError, did_you_mean
 
 # Keys of a method YAML that are peftbench's; everything else is a field of the PEFT config class. `train_args` are
 # TrainingArguments fields the method sets (GaLore's `optim`, `optim_target_modules`, `optim_args`).
@@ -56,6 +55,13 @@ class Method:
     callback: str | None = None  # a TrainerCallback the method needs (trainer_callbacks): AdaLoRA's rank budget
     extra: str | None = None  # "module:extra": the package it imports and the pip extra that installs it
     needs_cuda: str | None = None  # why it cannot run without a CUDA GPU, if it cannot
+    # Why it cannot train with gradient checkpointing, if it cannot: every profile then turns checkpointing off for it
+    # and the record says why (profiles.choose)
+    no_checkpointing: str | None = None
+    # PEFT's tuner keeps the base model's forward as it was when PEFT wrapped it, so TRL's fused LM head (patched onto
+    # the base model's forward by SFTTrainer afterwards) is pointed at again once the trainer is built
+    # (trainer.follow_fused_head)
+    copies_forward: bool = False
     no_compile: str | None = None  # why its layers cannot be compiled (profile.compile=regional is skipped), if so
 
     @property
@@ -117,6 +123,12 @@ def _peft(name: str, peft_type: str, **facts) -> Method:
     return Method(name, peft_type, **facts)
 
 
+# PEFT (peft_model.py, _setup_prompt_encoder): "prefix tuning now uses Cache but that won't work with gradient
+# checkpointing"; transformers' checkpointed decoder layers drop the cache (GradientCheckpointingLayer), so the prefix
+# is lost while the attention mask keeps its columns (run 20 on the H200: 2048 positions against a 2064-wide mask).
+_KV_PREFIX = ("PEFT: its trained prefix is a KV cache, which transformers' gradient-checkpointed decoder layers drop "
+              "(peft: 'does not work with gradient checkpointing')")
+
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in [
@@ -135,13 +147,14 @@ REGISTRY: dict[str, Method] = {
                needs_cuda="PEFT's replace_lora_weights_loftq computes on a CUDA device (torch.cuda.is_available() is "
                           "False here). Run it on a GPU machine, or use method=qlora."),
         _peft("vera", "VERA"),
-        _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False),
-        _peft("cartridge", "CARTRIDGE", mergeable=False),
+        _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False, no_checkpointing=_KV_PREFIX),
+        _peft("cartridge", "CARTRIDGE", mergeable=False, no_checkpointing=_KV_PREFIX),
         _peft("loha", "LOHA"),
         _peft("lokr", "LOKR"),
         _peft("adalora", "ADALORA", callback="adalora"),
         _peft("adamss", "ADAMSS", trainable=_weights_dependent),
-        _peft("adaption_prompt", "ADAPTION_PROMPT", mergeable=False),
+        # AdaptionPromptModel.__init__: `self.forward = self.model.forward`
+        _peft("adaption_prompt", "ADAPTION_PROMPT", mergeable=False, copies_forward=True),
         _peft("beft", "BEFT", mergeable=False),  # PEFT cannot merge it into a layer without a bias (Llama)
         _peft("boft", "BOFT", trainable=_boft_count),
         _peft("c3a", "C3A"),
@@ -187,8 +200,7 @@ FAMILY = ["lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
 
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
-        close = difflib.get_close_matches(name, REGISTRY, n=1)
-        hint = f" Did you mean `{close[0]}`?" if close else ""
+        hint = did_you_mean(name, REGISTRY)
         raise MethodError(
             f"method: unknown method `{name}`.{hint} Known methods: {', '.join(REGISTRY)}. "
             f"A new method is a YAML file in recipes/method/ plus one entry in peftbench/methods.py REGISTRY."
@@ -224,8 +236,7 @@ def build_peft_config(method_cfg: dict[str, Any], tokenizer_path: str | None = N
     kwargs = peft_kwargs(method_cfg)
     for key in kwargs:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean `method.{close[0]}`?" if close else ""
+            hint = did_you_mean(key, valid, "method.")
             raise MethodError(f"method.{key}: `{cls.__name__}` has no field `{key}`.{hint}")
     kwargs.setdefault("task_type", "CAUSAL_LM")
     if "tokenizer_name_or_path" in valid and kwargs.get("tokenizer_name_or_path") is None and tokenizer_path:
@@ -426,13 +437,11 @@ def check_train_args(method_cfg: dict[str, Any]) -> None:
     args = train_args(method_cfg)
     for key in args:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean `method.train_args.{close[0]}`?" if close else ""
+            hint = did_you_mean(key, valid, "method.train_args.")
             raise MethodError(f"method.train_args.{key}: not a TrainingArguments field.{hint}")
     optim = args.get("optim")
     if optim is not None and optim not in {o.value for o in OptimizerNames}:
-        close = difflib.get_close_matches(str(optim), [o.value for o in OptimizerNames], n=1)
-        hint = f" Did you mean `{close[0]}`?" if close else ""
+        hint = did_you_mean(optim, [o.value for o in OptimizerNames])
         raise MethodError(f"method.train_args.optim: transformers has no optimizer `{optim}`.{hint}")
     if method.extra:
         import importlib.util

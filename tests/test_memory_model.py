@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from peftbench import memory, methods, metrics, models, profiles
+from peftbench.point import Point
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "measured_peaks.csv"
@@ -141,7 +142,7 @@ def test_fast_profile_fits_by_memory_fraction(tiny_cfg, monkeypatch, fraction, c
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
     monkeypatch.setattr(methods, "predict_memory", predict)
     cfg = tiny_cfg("profile=fast", f"profile.memory_fraction={fraction}")
-    out, info = profiles.choose(cfg, {"name": "lora"}, arch("tiny_llama"))
+    out, info = profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
     assert info["profile_choices"]["checkpointing_plan"] == ("all" if checkpointing else "off")
     assert info["predicted_peak_without_checkpointing_gib"] == 45.0
     assert out == {"gradient_checkpointing": False}  # the plan is set layer by layer (peftbench/regional.py)
@@ -149,19 +150,19 @@ def test_fast_profile_fits_by_memory_fraction(tiny_cfg, monkeypatch, fraction, c
     # kernels: under the fast profile's regional compile they are off
     assert seen == {"gc": False, "fused": False, "bf16": True, "seq": 64, "mb": 2}
     cfg = tiny_cfg("profile=fast", f"profile.memory_fraction={fraction}", "profile.compile=off")
-    profiles.choose(cfg, {"name": "lora"}, arch("tiny_llama"))
+    profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
     assert seen["fused"] is True  # the layers not compiled: Liger's kernels, and the prediction with them
 
 
 def test_fast_profile_keeps_checkpointing_without_a_gpu_or_a_prediction(tiny_cfg, monkeypatch):
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: None)
     cfg = tiny_cfg("profile=fast", "profile.memory_fraction=1.0")
-    plan = lambda name: profiles.choose(cfg, {"name": name}, arch("tiny_llama"))[1]["profile_choices"][  # noqa: E731
-        "checkpointing_plan"]
-    assert plan("lora") == "all"
+    plan = lambda point: profiles.choose(point, arch("tiny_llama"))[1]["profile_choices"]["checkpointing_plan"]  # noqa: E731
+    assert plan(Point.resolve(cfg)) == "all"
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
     monkeypatch.setattr(methods, "predict_memory", lambda *a, **k: {"predicted_peak_gib": None})  # not modelled
-    assert plan("vera") == "all"
+    vera = Point.resolve(tiny_cfg("profile=fast", "profile.memory_fraction=1.0", "method=vera"))
+    assert plan(vera) == "all"
 
 
 # -- steady-state rates from a fake clock --------------------------------------------------------------------------

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import open_dict
 
 from peftbench import methods, profiles
 from peftbench.methods import FAMILY, REGISTRY
 from peftbench.paths import recipes_dir
+from peftbench.point import Point
 from peftbench.runner import run_point
 
 FAMILY_MODELS = {"bitfit": ["model=tiny_qwen2"]}  # Qwen2 has q/k/v biases: real BitFit, no added biases
@@ -123,15 +125,37 @@ def test_every_method_has_its_yaml_and_its_facts():
         assert method.activations in (None, "none", "shared_inputs", "lora", "dora", "ia3")
 
 
-def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpointing(tiny_cfg, monkeypatch):
-    from peftbench import models
+def cfg_for(cfg, name: str):
+    """`cfg` with its method group replaced by method `name`'s YAML (and its tiny-model options)."""
+    from omegaconf import OmegaConf
 
-    cfg = tiny_cfg("profile=fast", "method=loha")
-    config = models.load_config(cfg.model)
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.method = OmegaConf.create(method_cfg(name))
+    return out
+
+
+def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpointing(tiny, tiny_cfg, monkeypatch):
+    """Every method the memory model does not cover keeps checkpointing under profile=fast, however much memory there
+    is, except a method that cannot train with it (`no_checkpointing`): off in both profiles, and the record says why."""
+    cfg = tiny_cfg("profile=fast", "train.gradient_checkpointing=true")
+    default = tiny_cfg("train.gradient_checkpointing=true")
+    config, _ = tiny
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e6)  # everything would fit
-    choices, info = profiles.choose(cfg, method_cfg("loha"), config)
-    assert info["profile_choices"]["checkpointing_plan"] == "all"
-    assert profiles.choose(cfg, method_cfg("lora"), config)[1]["profile_choices"]["checkpointing_plan"] == "off"
+    not_modelled = [n for n, m in REGISTRY.items() if not m.modelled]
+    assert len(not_modelled) > 30 and "loha" in not_modelled
+    for name in not_modelled:
+        choices, info = profiles.choose(Point.resolve(cfg_for(cfg, name)), config)
+        cannot = REGISTRY[name].no_checkpointing is not None
+        # the fast profile's plan is peftbench's, layer by layer: transformers' own checkpointing is off under it
+        assert info["profile_choices"]["checkpointing_plan"] == ("off" if cannot else "all"), name
+        assert choices["gradient_checkpointing"] is False, name
+        assert ("gradient_checkpointing_off" in info) is cannot, name
+        default_choices = profiles.choose(Point.resolve(cfg_for(default, name)), config)[0]
+        assert default_choices.get("gradient_checkpointing", True) is not cannot, name
+    assert {n for n, m in REGISTRY.items() if m.no_checkpointing} == {"prefix_tuning", "cartridge"}  # PEFT's list
+    lora = profiles.choose(Point.resolve(cfg_for(cfg, "lora")), config)[1]
+    assert lora["profile_choices"]["checkpointing_plan"] == "off"
 
 
 def test_optimizer_states_at_the_7b_shape():
@@ -292,11 +316,16 @@ def test_bitfit_with_added_biases_on_a_bias_free_model(tiny_cfg):
 
 def test_sweep_peft_all_is_the_whole_registry_and_the_default_keeps_the_seven():
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from peftbench.sweep import sweep_point_overrides
 
     with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
         every = compose("config", overrides=["sweep=peft_all"], return_hydra_config=True)
         default = compose("config", return_hydra_config=True)
-    assert every.hydra.sweeper.params.method.split(",") == list(REGISTRY)
+        jobs = sweep_point_overrides(every, GlobalHydra.instance().config_loader())  # the basic sweeper's expansion
+    points = [o.split("=", 1)[1] for job in jobs for o in job if o.startswith("method=")]
+    assert len(points) == len(jobs) and sorted(points) == sorted(REGISTRY)  # every method once, one a point
     assert every.method_overrides.bitfit.add_biases is True
     assert default.hydra.sweeper.params.method.split(",") == FAMILY == [
         "lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
