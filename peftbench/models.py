@@ -366,7 +366,7 @@ def clear_peft_caches() -> int:
 
     held = 0
     for name, module in list(sys.modules.items()):
-        if module is None or not (name == "peft" or name.startswith("peft.")):
+        if module is None or not f"{name}.".startswith("peft."):  # peft and its submodules
             continue
         for value in list(vars(module).values()):
             if isinstance(value, functools._lru_cache_wrapper):
