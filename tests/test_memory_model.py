@@ -14,6 +14,7 @@ import torch
 from omegaconf import OmegaConf
 
 from peftbench import memory, methods, metrics, models, profiles
+from peftbench.point import Point
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "measured_peaks.csv"
@@ -141,7 +142,7 @@ def test_fast_profile_fits_by_memory_fraction(tiny_cfg, monkeypatch, fraction, c
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
     monkeypatch.setattr(methods, "predict_memory", predict)
     cfg = tiny_cfg("profile=fast", f"profile.memory_fraction={fraction}")
-    out, info = profiles.choose(cfg, {"name": "lora"}, arch("tiny_llama"))
+    out, info = profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
     assert out["gradient_checkpointing"] is checkpointing
     assert info["predicted_peak_without_checkpointing_gib"] == 45.0 and info["profile_choices"] == out
     # the prediction it compared is the one without checkpointing, with Liger's kernels and bf16 LoRA adapters
@@ -151,10 +152,11 @@ def test_fast_profile_fits_by_memory_fraction(tiny_cfg, monkeypatch, fraction, c
 def test_fast_profile_keeps_checkpointing_without_a_gpu_or_a_prediction(tiny_cfg, monkeypatch):
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: None)
     cfg = tiny_cfg("profile=fast", "profile.memory_fraction=1.0")
-    assert profiles.choose(cfg, {"name": "lora"}, arch("tiny_llama"))[0]["gradient_checkpointing"] is True
+    assert profiles.choose(Point.resolve(cfg), arch("tiny_llama"))[0]["gradient_checkpointing"] is True
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
     monkeypatch.setattr(methods, "predict_memory", lambda *a, **k: {"predicted_peak_gib": None})  # not modelled
-    assert profiles.choose(cfg, {"name": "vera"}, arch("tiny_llama"))[0]["gradient_checkpointing"] is True
+    vera = Point.resolve(tiny_cfg("profile=fast", "profile.memory_fraction=1.0", "method=vera"))
+    assert profiles.choose(vera, arch("tiny_llama"))[0]["gradient_checkpointing"] is True
 
 
 # -- steady-state rates from a fake clock --------------------------------------------------------------------------
