@@ -20,7 +20,19 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench import (
-    __version__, checks, console, data, distributed, engines, errors, evaluate, memory, methods, models, profiles, records,
+    __version__,
+    checks,
+    console,
+    data,
+    distributed,
+    engines,
+    errors,
+    evaluate,
+    memory,
+    methods,
+    models,
+    profiles,
+    records,
     validation,
 )
 from peftbench.point import Point, own_overrides, sft_config
@@ -86,6 +98,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     engine's child process) is resolved here, as run_point resolved it."""
     import torch
     from peft import get_peft_model
+
     from peftbench.callback import PeftBenchCallback
     from peftbench.trainer import sft_trainer_class
 
