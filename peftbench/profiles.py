@@ -73,5 +73,9 @@ def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
         fits = total is not None and peak is not None and peak <= float(profile.get("memory_fraction", 0.9)) * total
         out["gradient_checkpointing"] = not fits
         info["predicted_peak_without_checkpointing_gib"] = predicted["predicted_peak_gib"]
+    reason = point.method.no_checkpointing
+    if reason and out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing")):
+        out["gradient_checkpointing"] = False  # the method cannot train with it: off in every profile, and said so
+        info["gradient_checkpointing_off"] = f"method={point.method_cfg['name']} cannot train with it: {reason}"
     info["profile_choices"] = dict(out)
     return out, info

@@ -100,7 +100,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     from peft import get_peft_model
 
     from peftbench.callback import PeftBenchCallback
-    from peftbench.trainer import sft_trainer_class
+    from peftbench.trainer import follow_fused_head, sft_trainer_class
 
     point = point if isinstance(point, Point) else Point.resolve(point)
     cfg, method_cfg, method, engine = point.cfg, point.method_cfg, point.method, point.engine
@@ -166,6 +166,10 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
                                                  record["memory_traced_steps"]), *methods.trainer_callbacks(method_cfg)],
         optimizers=(optimizer, None),
     )
+    if method.copies_forward:
+        follow_fused_head(trainer.model)
+    if record.get("gradient_checkpointing_off"):
+        log.warning("%s: gradient checkpointing off: %s", record["run_id"], record["gradient_checkpointing_off"])
     record.update({k: v for k, v in engines.trainer_settings(engine, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
     console.quiet_trainer(trainer)

@@ -9,8 +9,8 @@
 # b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
-# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora; METHOD:PROFILE picks peftbench's
-# profile), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS
+# FAST_METHODS and EACH_METHODS (default METHODS), EACH_TIMEOUT (seconds per a_each process), PROFILE_METHODS
+# (default lora; METHOD:PROFILE picks peftbench's profile), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS
 # (default none,peftbench; see stock_baseline.py --arms),
 # AB_METHODS (default lora), AB_PROFILES (default "default fast"; a side may be LABEL=PROFILE,OVERRIDE,...),
 # AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora), MEASURE_METHODS (default lora).
@@ -49,9 +49,13 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
     a_default)
       run peftbench_a_default "${pb[@]}" -m +recipe=family_7b_synthetic method="${methods// /,}" \
           run.name=a_default "run.results_dir=$out/results/a_default" "${common[@]}" ;;
-    a_each)  # each method in a fresh process, as the stock script runs them: nothing left over from an earlier point
+    a_each)  # each method in a fresh process, as the stock script runs them: nothing left over from an earlier point.
+             # EACH_TIMEOUT=S: each process is stopped after S seconds (timeout -k 10), so one slow point (GaLore's first
+             # step) cannot take the time of the methods after it; a stopped point leaves no record, its log says rc=124
+      limit=()
+      if [ -n "${EACH_TIMEOUT:-}" ]; then limit=(timeout -k 10 "$EACH_TIMEOUT"); fi
       for m in ${EACH_METHODS:-$methods}; do
-        run peftbench_a_each "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=a_each \
+        run peftbench_a_each "${limit[@]}" "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=a_each \
             "run.results_dir=$out/results/a_each" train.max_steps="$steps" "hydra.run.dir=$out/hydra/a_each_$m"
       done ;;
     ab)  # stock and peftbench's profiles alternated, a fresh process each, AB_ROUNDS times (order reversed every other
