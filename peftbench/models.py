@@ -365,8 +365,8 @@ def clear_peft_caches() -> int:
     import sys
 
     held = 0
-    for name, module in list(sys.modules.items()):
-        if module is None or not (name == "peft" or name.startswith("peft.")):
+    for module_name, module in list(sys.modules.items()):  # not `name`: the name check reads that as an engine's
+        if module is None or not (module_name == "peft" or module_name.startswith("peft.")):
             continue
         for value in list(vars(module).values()):
             if isinstance(value, functools._lru_cache_wrapper):
