@@ -62,6 +62,7 @@ class Method:
     # the base model's forward by SFTTrainer afterwards) is pointed at again once the trainer is built
     # (trainer.follow_fused_head)
     copies_forward: bool = False
+    no_compile: str | None = None  # why its layers cannot be compiled (profile.compile=regional is skipped), if so
 
     @property
     def summary(self) -> str:

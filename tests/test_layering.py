@@ -19,7 +19,7 @@ LAYERS = [
     ("orchestration", {"runner", "console"}),
     ("building blocks", {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots", "point",
                          "validation"}),
-    ("measurement", {"callback", "profiling", "trainer", "identity", "quantize"}),
+    ("measurement", {"callback", "profiling", "trainer", "identity", "quantize", "regional"}),
     ("ground floor", {"methods", "memory", "metrics", "step_clock", "distributed", "records", "errors", "paths"}),
 ]  # fmt: skip
 REPORT = {"report", "report_data", "report_html", "report_plots", "report_merge", "folklore"}  # reads records only

@@ -143,20 +143,26 @@ def test_fast_profile_fits_by_memory_fraction(tiny_cfg, monkeypatch, fraction, c
     monkeypatch.setattr(methods, "predict_memory", predict)
     cfg = tiny_cfg("profile=fast", f"profile.memory_fraction={fraction}")
     out, info = profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
-    assert out["gradient_checkpointing"] is checkpointing
-    assert info["predicted_peak_without_checkpointing_gib"] == 45.0 and info["profile_choices"] == out
-    # the prediction it compared is the one without checkpointing, with Liger's kernels and bf16 LoRA adapters
-    assert seen == {"gc": False, "fused": True, "bf16": True, "seq": 64, "mb": 2}
+    assert info["profile_choices"]["checkpointing_plan"] == ("all" if checkpointing else "off")
+    assert info["predicted_peak_without_checkpointing_gib"] == 45.0
+    assert out == {"gradient_checkpointing": False}  # the plan is set layer by layer (peftbench/regional.py)
+    # the prediction it compared is the one without checkpointing, with bf16 LoRA adapters, and without Liger's
+    # kernels: under the fast profile's regional compile they are off
+    assert seen == {"gc": False, "fused": False, "bf16": True, "seq": 64, "mb": 2}
+    cfg = tiny_cfg("profile=fast", f"profile.memory_fraction={fraction}", "profile.compile=off")
+    profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
+    assert seen["fused"] is True  # the layers not compiled: Liger's kernels, and the prediction with them
 
 
 def test_fast_profile_keeps_checkpointing_without_a_gpu_or_a_prediction(tiny_cfg, monkeypatch):
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: None)
     cfg = tiny_cfg("profile=fast", "profile.memory_fraction=1.0")
-    assert profiles.choose(Point.resolve(cfg), arch("tiny_llama"))[0]["gradient_checkpointing"] is True
+    plan = lambda point: profiles.choose(point, arch("tiny_llama"))[1]["profile_choices"]["checkpointing_plan"]  # noqa: E731
+    assert plan(Point.resolve(cfg)) == "all"
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
     monkeypatch.setattr(methods, "predict_memory", lambda *a, **k: {"predicted_peak_gib": None})  # not modelled
     vera = Point.resolve(tiny_cfg("profile=fast", "profile.memory_fraction=1.0", "method=vera"))
-    assert profiles.choose(vera, arch("tiny_llama"))[0]["gradient_checkpointing"] is True
+    assert plan(vera) == "all"
 
 
 # -- steady-state rates from a fake clock --------------------------------------------------------------------------

@@ -45,7 +45,9 @@ def bytes_at_train_start(monkeypatch):
 
 # PEFT's warn-once lru_cache keyed on the layer (models.clear_peft_caches). Every other registered method was probed
 # the same way on the CPU (two points in one process) and leaves nothing behind.
-@pytest.mark.parametrize("name", ["shira", "supertuning"])
+# full_adamw8bit: transformers registers the embeddings with bitsandbytes' GlobalOptimManager singleton
+# (models.reset_bnb_optimizer_overrides)
+@pytest.mark.parametrize("name", ["shira", "supertuning", "full_adamw8bit"])
 def test_the_second_point_starts_with_what_the_first_did(tiny_cfg, bytes_at_train_start, name):
     from tests.test_methods import TINY_OPTIONS
 
