@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from .conftest import SHARED_DATA, compose_recipe
 from peftbench import evaluate, models
 from peftbench.runner import run_point
+
+from .conftest import SHARED_DATA, compose_recipe
 
 GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
 needs_gsm8k = pytest.mark.skipif(  # CI has ../shared beside the clone: there a missing copy fails instead of skipping
