@@ -20,7 +20,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench import (
-    __version__, checks, console, data, distributed, engines, errors, evaluate, memory, methods, models, profiles, records,
+    __version__, base_row, checks, console, data, distributed, engines, errors, evaluate, memory, methods, models, profiles, records,
     regional, validation,
 )
 from peftbench.point import Point, own_overrides, sft_config
@@ -258,10 +258,10 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
         start = time.perf_counter()
         try:
             validation.validate(point, folder_errors)  # the folder was checked above
-            base = evaluate.ensure_base(cfg)  # the untrained model's scores: evaluated once, then read from results_dir
+            base = base_row.ensure_base(cfg)  # the untrained model's scores: evaluated once, then read from results_dir
             child = engines.needs_child(point.engine)
             record = engines.train_in_child(cfg, record) if child else train_point(point, record)
-            record.update(evaluate.deltas(record, base))
+            record.update(base_row.deltas(record, base))
             record["status"] = "ok"
         except Exception as exc:  # noqa: BLE001 - every failure is kept as a row, then the sweep goes on
             record.update(errors.failure_fields(exc))

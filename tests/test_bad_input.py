@@ -511,11 +511,11 @@ def test_one_odd_record_does_not_poison_the_table(tmp_path):
 
 
 def test_base_row_hash_covers_library_versions(tiny_cfg, monkeypatch):
-    from peftbench import evaluate
+    from peftbench import base_row
 
-    before = evaluate.base_key(tiny_cfg())
-    monkeypatch.setattr(evaluate, "base_versions", lambda: {**dict.fromkeys(evaluate.BASE_LIBRARIES, "1"), "trl": "0"})
-    assert evaluate.base_key(tiny_cfg()) != before
+    before = base_row.base_key(tiny_cfg())
+    monkeypatch.setattr(base_row, "base_versions", lambda: {**dict.fromkeys(base_row.BASE_LIBRARIES, "1"), "trl": "0"})
+    assert base_row.base_key(tiny_cfg()) != before
 
 
 def test_default_results_folder_is_ignored_by_git():
