@@ -63,6 +63,7 @@ RULES: list[Rule] = [
     ("model.use_safetensors", lambda v: isinstance(v, bool), "true or false"),
     ("run.force", lambda v: isinstance(v, bool), "true or false"),
     ("run.save_adapter", lambda v: isinstance(v, bool), "true or false"),
+    ("run.skip_predicted_oom", lambda v: isinstance(v, bool), "true or false"),
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
     ("data.max_length_policy", lambda v: v in ("error", "warn", "drop"), "`error`, `warn` or `drop`"),
     ("data.chat", lambda v: isinstance(v, bool), "true or false"),

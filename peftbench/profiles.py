@@ -1,6 +1,12 @@
 """Profiles: how a point is run, orthogonal to what is run. `default` is the user's own job; `fast` trades nothing
-in the result (same tokens per optimizer step, same loss) for speed: Liger's fused kernels, and gradient
-checkpointing off when the memory model says the point fits without it.
+in the result (same tokens per optimizer step, same loss) for speed: fused kernels, and the fastest checkpointing plan
+the memory model predicts to fit the memory budget (peftbench.planner).
+
+Profile keys read here: `checkpointing` (`auto`, or a plan: off, every_<n>, all, all_offload; absent: the train
+group's gradient_checkpointing), `memory_budget_gib` (null: the GPU's memory x `memory_fraction`), `enforce_budget`
+(cap this process's CUDA allocations at the budget, torch.cuda.set_per_process_memory_fraction, so a 24 GiB budget
+behaves as a 24 GiB card on a larger GPU), `compile` (regional torch.compile of the decoder layers: the memory model
+counts compiled layers with the fused coefficients).
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from peftbench import data, engines, memory, methods
+from peftbench import data, engines, memory, methods, planner
 from peftbench.errors import InputError
 
 
@@ -25,6 +31,42 @@ def check(cfg: DictConfig) -> None:
             f"profile={profile.get('name')}: use_liger_kernel needs the Liger kernels, which are not installed. "
             'Install them with `pip install "peftbench[liger]"` (liger-kernel), or set profile.use_liger_kernel=false.'
         )
+    check_plan_options(cfg)
+
+
+def check_plan_options(cfg: DictConfig) -> None:
+    """profile.checkpointing, memory_budget_gib, memory_fraction, enforce_budget: in range (what `peftbench plan`
+    checks too; it plans for another machine, so installed extras are not asked for)."""
+    profile = cfg.get("profile") or {}
+    requested = requested_plan(cfg)
+    if requested not in (None, "auto"):
+        planner.check_plan(requested)
+    budget = profile.get("memory_budget_gib")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise ProfileError(f"profile.memory_budget_gib: got {budget!r}; expected a positive number of GiB, or null for "
+                           f"the GPU's memory x profile.memory_fraction. Set it with profile.memory_budget_gib=24.")
+    fraction = profile.get("memory_fraction", 0.9)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ProfileError(f"profile.memory_fraction: got {fraction!r}; expected a number in (0, 1]. Set it with "
+                           f"profile.memory_fraction=0.9.")
+    enforce = profile.get("enforce_budget", False)
+    if not isinstance(enforce, bool):
+        raise ProfileError(f"profile.enforce_budget: got {enforce!r}; expected true or false.")
+    total = gpu_memory_gib()
+    if enforce and total is not None and budget is not None and budget > total:
+        raise ProfileError(f"profile.enforce_budget: the budget profile.memory_budget_gib={budget} is more than this "
+                           f"GPU's {total:.2f} GiB, so it cannot be enforced. Lower the budget, or set "
+                           f"profile.enforce_budget=false.")
+
+
+def requested_plan(cfg: DictConfig) -> str | None:
+    """`auto`, a plan string, or None (the train group decides): profile.checkpointing, or the older
+    `profile.gradient_checkpointing: auto`."""
+    profile = cfg.get("profile") or {}
+    value = profile.get("checkpointing")
+    if value is None and profile.get("gradient_checkpointing") == "auto":
+        return "auto"
+    return None if value is None else str(value)
 
 
 def bf16_adapters(cfg: DictConfig, method_cfg: dict[str, Any]) -> bool:
@@ -51,26 +93,82 @@ def gpu_memory_gib() -> float | None:
     return torch.cuda.get_device_properties(0).total_memory / memory.GIB
 
 
+def compiled(cfg: DictConfig) -> bool:
+    """Whether the profile compiles the decoder layers (regional torch.compile, peftbench.regional)."""
+    value = (cfg.get("profile") or {}).get("compile")
+    return bool(value) and str(value).lower() not in ("false", "off", "none", "no")
+
+
+def setup_of(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> planner.Setup:
+    """The point's facts the memory model and the calibration read."""
+    engine = engines.get(cfg)
+    return planner.Setup(
+        method_cfg=method_cfg, model_config=model_config, model=str(cfg.model.get("config") or cfg.model.name),
+        engine=engine.name, seq_len=data.sequence_length(cfg), micro_batch=int(cfg.train.per_device_train_batch_size),
+        liger=engines.uses_liger(cfg), bf16_adapters=bf16_adapters(cfg, method_cfg), compiled=compiled(cfg),
+        synthetic=data.is_synthetic(cfg.data), modelled_engine=engine.modelled, own_checkpointing=engine.own_checkpointing,
+    )  # fmt: skip
+
+
+def budget_gib(cfg: DictConfig, total_gib: float | None) -> float | None:
+    profile = cfg.get("profile") or {}
+    return planner.budget(profile.get("memory_budget_gib"), total_gib, profile.get("memory_fraction", 0.9))
+
+
+def plan_point(cfg: DictConfig, method_cfg: dict[str, Any], model_config, total_gib: float | None,
+               gpu_name: str | None = None) -> planner.Choice:
+    """The checkpointing plan of this point on a GPU of `total_gib` (None: no GPU), as training will choose it."""
+    return planner.choose(setup_of(cfg, method_cfg, model_config), requested_plan(cfg), budget_gib(cfg, total_gib),
+                          bool(cfg.train.get("gradient_checkpointing")), gpu_name)  # fmt: skip
+
+
+def local_gpu_name() -> str | None:
+    """The planner's name of this machine's GPU (for the calibration), or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    found = planner.find_gpu(torch.cuda.get_device_name(0))
+    return found.name if found else None
+
+
+def plan_fields(choice: planner.Choice) -> dict[str, Any]:
+    """What the record says about the plan (beside profile_choices' checkpointing_plan)."""
+    return {"checkpointing_plan": choice.plan, "checkpointing_chosen_by": choice.how, "memory_budget_gib": choice.budget_gib,
+            "predicted_plans": dict(choice.predicted_plans), "predicted_plan_fits": choice.fits,
+            "plan_that_fits": choice.fitting, "planner_note": choice.note}  # fmt: skip
+
+
 def choose(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the SFTConfig keys this profile sets for this point, what the record should say about the choice)."""
+    """(the SFTConfig keys this profile sets for this point, what the record should say about the choice).
+
+    The checkpointing plan is in `profile_choices.checkpointing_plan`; SFTConfig's gradient_checkpointing is set
+    only where the plan is chosen or fixed by the profile (planner.trainer_checkpointing: True for `all` alone)."""
     profile = cfg.get("profile") or {}
     out: dict[str, Any] = {}
     info: dict[str, Any] = {"profile": profile.get("name", "default")}
     if engines.uses_liger(cfg):  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel
         out["use_liger_kernel"] = True
-    if engines.get(cfg).own_checkpointing:  # set up with the model (unsloth: engine.gradient_checkpointing)
-        info["profile_choices"] = dict(out)
-        return out, info
-    if profile.get("gradient_checkpointing") == "auto":
-        total = gpu_memory_gib()
-        seq_len = data.sequence_length(cfg)
-        batch = int(cfg.train.per_device_train_batch_size)
-        predicted = methods.predict_memory(method_cfg, model_config, seq_len, batch, gradient_checkpointing=False,
-                                           fused_kernels=engines.uses_liger(cfg),
-                                           bf16_adapters=bf16_adapters(cfg, method_cfg))
-        peak = predicted["predicted_peak_gib"]  # None: the method is not modelled, so checkpointing stays on
-        fits = total is not None and peak is not None and peak <= float(profile.get("memory_fraction", 0.9)) * total
-        out["gradient_checkpointing"] = not fits
-        info["predicted_peak_without_checkpointing_gib"] = predicted["predicted_peak_gib"]
-    info["profile_choices"] = dict(out)
+    choice = plan_point(cfg, method_cfg, model_config, gpu_memory_gib(), local_gpu_name())
+    if choice.how in ("auto", "fixed"):
+        out["gradient_checkpointing"] = planner.trainer_checkpointing(choice.plan)
+    info.update(plan_fields(choice))
+    info["profile_choices"] = {**out, "checkpointing_plan": choice.plan}
     return out, info
+
+
+def enforce_budget(cfg: DictConfig) -> float | None:
+    """profile.enforce_budget=true on a GPU: cap this process's CUDA allocations at the budget (PyTorch's own
+    set_per_process_memory_fraction: an allocation past it raises CUDA out of memory as a smaller card would).
+    Returns the enforced GiB, or None (and lifts an earlier point's cap in this process)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    total = gpu_memory_gib()
+    budget = budget_gib(cfg, total)
+    if (cfg.get("profile") or {}).get("enforce_budget") and budget is not None:
+        torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), 0)
+        return budget
+    torch.cuda.set_per_process_memory_fraction(1.0, 0)
+    return None

@@ -317,6 +317,7 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     if torch.cuda.is_available():  # what earlier points of this process left allocated is inside this point's peak
         record["gpu_allocated_at_start_gib"] = torch.cuda.memory_allocated() / memory.GIB
         record["gpu_total_gib"] = profiles.gpu_memory_gib()  # the capacity a failed row's predicted peak is read against
+        record["memory_budget_enforced_gib"] = profiles.enforce_budget(cfg)  # before any allocation of this point
 
     t0 = time.perf_counter()
     engine = engines.get(cfg)
@@ -356,7 +357,8 @@ def train_point(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
     if engine.modelled:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
                                              bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
-                                             bf16_adapters))  # fmt: skip
+                                             bf16_adapters, plan=profile_info.get("checkpointing_plan"),
+                                             compiled=profiles.compiled(cfg)))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     warmup = throughput_warmup(cfg, planned_steps(args, len(train_set)))
     # The runner writes the record itself (with the recipe's identity), so the callback only measures.
@@ -428,6 +430,24 @@ def profiler_callbacks(steps: int, warmup_steps: int, run_dir: Path, memory_trac
 failure_status = errors.failure_status  # skipped / the child's status / invalid / oom / failed
 
 
+def predicted_fit(cfg: DictConfig, record: dict[str, Any], model_config: Any) -> None:
+    """Before the model loads: a point whose chosen checkpointing plan is predicted not to fit the GPU's budget (or
+    profile.memory_budget_gib) is flagged with the predicted peak and the plan that would fit; with
+    run.skip_predicted_oom=true it becomes a `skipped` row instead of loading and dying with CUDA out of memory."""
+    if model_config is None:
+        return
+    choice = profiles.plan_point(cfg, method_config(cfg), model_config, profiles.gpu_memory_gib(),
+                                 profiles.local_gpu_name())  # fmt: skip
+    message = choice.warning()
+    if message is None:
+        return
+    record.update(profiles.plan_fields(choice))
+    record["predicted_peak_gib"] = choice.predicted_peak_gib
+    if cfg.run.get("skip_predicted_oom"):
+        raise errors.Skipped(f"run.skip_predicted_oom: {message}")
+    console.say(f"warning: {record['run_id']}: {message} (run.skip_predicted_oom=true skips such a point)")
+
+
 def run_point(cfg: DictConfig) -> dict[str, Any]:
     """Run one point and write its record; failures become records too. Returns the record.
 
@@ -459,7 +479,8 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
             shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # from an attempt that never wrote an ok record
         start = time.perf_counter()
         try:
-            validate(cfg)
+            model_config = validate(cfg)
+            predicted_fit(cfg, record, model_config)
             base = evaluate.ensure_base(cfg)  # the untrained model's scores: evaluated once, then read from results_dir
             record = engines.train_in_child(cfg, record) if engines.needs_child(cfg) else train_point(cfg, record)
             record.update(evaluate.deltas(record, base))

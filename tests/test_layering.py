@@ -20,7 +20,8 @@ LAYERS = [
     ("building blocks", {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots",
                          "validation"}),
     ("measurement", {"callback", "profiling", "trainer", "identity", "quantize"}),
-    ("ground floor", {"methods", "memory", "metrics", "step_clock", "distributed", "records", "errors", "paths"}),
+    ("ground floor", {"methods", "memory", "planner", "calibration", "metrics", "step_clock", "distributed", "records",
+                      "errors", "paths"}),
 ]  # fmt: skip
 REPORT = {"report", "report_data", "report_html", "report_plots", "report_merge", "folklore"}  # reads records only
 REPORT_MAY_USE = {"records", "errors", "paths"} | REPORT
