@@ -16,11 +16,12 @@ Counts, in bytes:
 - a checkpointing plan (PLANS; `plan_activations`) decides which layers keep them:
   - `off`: every layer keeps its full activations;
   - `every_<n>`: layers 0, n, 2n, ... (ceil(layers / n) of them, transformers' `every_n_layers` rule
-    `layer_index % n == 0`) keep only their bf16 input (2h bytes a token); the others keep full activations; plus
-    one checkpointed layer recomputed during the backward (its full activations, alive while its gradient is
-    formed). Counting the recompute on top of every other layer's activations is one layer more than the backward
-    ever holds (by then the layers above have been freed): a slight over-prediction, on the safe side;
-  - `all`: every layer keeps only its input, plus one layer recomputed;
+    `layer_index % n == 0`) keep only their bf16 input (2h bytes a token); the others keep full activations. The
+    backward walks down from the top: at its start every uncheckpointed layer holds its activations; when it reaches
+    the topmost checkpointed layer j, the layers above j are freed and j is recomputed (one layer's full activations)
+    beside the uncheckpointed layers below j. The peak is the larger of the two:
+    inputs + full x max(uncheckpointed layers, uncheckpointed layers below j + 1);
+  - `all`: every layer keeps only its input, plus one layer recomputed (the same formula, j the top layer);
   - `all_offload`: as `all`, but the layer inputs are copied to pinned host memory as they are saved
     (torch.autograd.graph.save_on_cpu(pin_memory=True)); on the GPU stay one layer's recompute and one layer input
     in flight (the copy to or from the host); the inputs on the host (layers x 2h a token) are given apart as
@@ -81,12 +82,14 @@ def checkpointed_layers(plan: str, layers: int) -> list[int]:
 def plan_activations(plan: str, layers: int, per_layer: float, layer_input: float) -> tuple[float, float]:
     """(GPU activation bytes, pinned host bytes) of a plan, from one layer's full activations and its input."""
     _, offload = parse_plan(plan)
-    ckpt = len(checkpointed_layers(plan, layers))
-    if ckpt == 0:
+    ckpt = checkpointed_layers(plan, layers)
+    if not ckpt:
         return layers * per_layer, 0.0
     if offload:
         return per_layer + layer_input, layers * layer_input
-    return ckpt * layer_input + (layers - ckpt) * per_layer + per_layer, 0.0
+    top = ckpt[-1]
+    below_top = top - (len(ckpt) - 1)  # uncheckpointed layers under the topmost checkpointed one
+    return len(ckpt) * layer_input + per_layer * max(layers - len(ckpt), below_top + 1), 0.0
 
 
 @dataclass
