@@ -43,13 +43,14 @@ def compose_points(overrides: list[str]) -> list[tuple[list[str], Any]]:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    plain, swept = split_overrides(overrides)
+    plain, _ = split_overrides(overrides)
     with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
         base = compose("config", overrides=plain, return_hydra_config=True)
-        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()] + swept
+        # as the basic sweeper does: the config's sweep params, then the command line's (a later key wins)
+        params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()] + list(overrides)
         jobs = [list(job) for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
-                for job in batch] if params else [[]]  # fmt: skip
-        return [(job, compose("config", overrides=plain + job)) for job in jobs]
+                for job in batch]  # fmt: skip
+        return [(job, compose("config", overrides=job)) for job in jobs or [[]]]
 
 
 def plan_rows(points: list[tuple[list[str], Any]], total_gib: float | None, gpu_name: str | None) -> list[dict[str, Any]]:
@@ -57,7 +58,12 @@ def plan_rows(points: list[tuple[list[str], Any]], total_gib: float | None, gpu_
     from peftbench.runner import method_config
 
     rows = []
-    varying = {o.partition("=")[0] for job, _ in points for o in job if len({tuple(j) for j, _ in points}) > 1}
+    values: dict[str, set[str]] = {}
+    for job, _ in points:
+        for item in job:
+            key, _, value = item.partition("=")
+            values.setdefault(key, set()).add(value)
+    varying = {k for k, v in values.items() if len(v) > 1}  # what tells the points apart names each line
     for job, cfg in points:
         profiles.check_plan_options(cfg)
         method_cfg = method_config(cfg)
