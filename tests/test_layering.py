@@ -121,7 +121,8 @@ def test_the_ground_floor_imports_nothing_of_peftbench(name):
 
 
 # -- registries carry facts: the modules that dispatch on a method or an engine never compare its name --------------
-DISPATCHERS = ["runner", "profiles", "memory", "callback", "sweep", "checks", "evaluate", "data", "models", "trainer"]
+DISPATCHERS = ["runner", "profiles", "memory", "planner", "plan", "callback", "sweep", "checks", "evaluate", "data", "models",
+               "trainer"]
 
 
 def name_comparisons(path: Path, names: set[str]) -> list[str]:

@@ -306,3 +306,20 @@ def test_skip_predicted_oom_writes_a_skipped_row_before_any_model_loads(tiny_cfg
     assert saved is None  # a skipped point is not finished: a later run with more memory runs it
     (row,) = records.read_records(cfg.run.results_dir)
     assert row["status"] == "skipped" and row["predicted_plans"]["off"] == pytest.approx(TINY_PEAK["off"] / GIB)
+
+
+def test_a_sweep_on_a_gpu_prints_the_plan_first(tiny_cfg, capsys):
+    """ValidateSweep hands the validated points to sweep.print_plan; on a GPU (here: 24 GiB given) it prints
+    `peftbench plan`'s block; on this CPU with no GPU it prints nothing."""
+    from peftbench import sweep
+
+    points = [([f"method={m}"], tiny_cfg(f"method={m}", *TINY[3:])) for m in ("lora", "vera")]
+    sweep.print_plan(points)  # no GPU here
+    assert capsys.readouterr().out == ""
+    sweep.print_plan(points, total_gib=24.0, gpu_name="RTX-4090")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("peftbench: plan for RTX-4090 (24.00 GiB); tiny_llama, seq 64 x micro-batch 2")
+    lora = lines[2].split()
+    assert lora[0] == "method=lora" and lora[1] == f"{TINY_PEAK['off'] / GIB:.2f}*" and lora[6:9] == ["21.60", "off", "yes"]
+    assert lines[3].split()[:9] == ["method=vera", "-", "-", "-", "-", "-", "21.60", "all", "n/a"]
+    assert "not modelled" in lines[4]
