@@ -144,9 +144,12 @@ def frontier_figure(rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str =
     if not points:
         return None
     panels = list(dict.fromkeys((p["facet"], p["method"]) for p in points))
-    fig, axes = _axes(len(panels), width=7.5, height=3.6)
+    fig, axes = _axes(len(panels), width=9.0, height=3.8)
     for ax, (facet, method) in zip(axes, panels):
         pts = [p for p in points if (p["facet"], p["method"]) == (facet, method)]
+        lo, hi = min(p["x"] for p in pts), max(p["x"] for p in pts)
+        span = (hi - lo) or max(abs(hi), 1.0) * 0.1
+        ax.set_xlim(lo - 0.08 * span, hi + 0.45 * span)  # room for the labels right of the points
         for p in pts:
             ax.scatter([p["x"]], [p["y"]], color=ENGINE_COLOURS.get(p["engine"], "C3"), s=70, zorder=3,
                        edgecolor="black" if p["front"] else "none", label=p["engine"], gid=f"point:{p['key']}")  # fmt: skip
@@ -155,7 +158,8 @@ def frontier_figure(rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str =
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best", title="engine", title_fontsize=8)
-        ax.set_title(f"{method}: speed–memory frontier — {facet_title(facet)} (outlined, dashed: Pareto front)", fontsize=10)
+        ax.set_title(f"{method}: speed–memory frontier, {facet_title(facet)}\n(outlined, dashed: the Pareto front)",
+                     fontsize=10)
         ax.grid(alpha=0.3)
     return fig
 
