@@ -38,6 +38,7 @@ CASES = [
     ("model.use_safetensors", [True, False], ["true", 1]),
     ("run.force", [True, False], ["yes", 1]),
     ("run.save_adapter", [True, False], ["no", 0]),
+    ("run.skip_predicted_oom", [True, False], ["yes", 1]),
     ("profile.trl_step_metrics", [True, False], ["false", 0]),
     ("data.max_length_policy", ["error", "warn", "drop"], ["truncate", "Error", True]),
     ("data.chat", [True, False], ["true", 1]),
