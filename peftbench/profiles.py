@@ -66,6 +66,8 @@ def requested_plan(cfg: DictConfig) -> str | None:
     value = profile.get("checkpointing")
     if value is None and profile.get("gradient_checkpointing") == "auto":
         return "auto"
+    if value is False:  # YAML reads a bare `off` as false
+        return "off"
     return None if value is None else str(value)
 
 
@@ -99,14 +101,17 @@ def compiled(cfg: DictConfig) -> bool:
     return bool(value) and str(value).lower() not in ("false", "off", "none", "no")
 
 
-def setup_of(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> planner.Setup:
-    """The point's facts the memory model and the calibration read."""
+def setup_of(cfg: DictConfig, method_cfg: dict[str, Any], model_config, compiled_layers: bool | None = None,
+             liger: bool | None = None) -> planner.Setup:
+    """The point's facts the memory model and the calibration read (`compiled_layers`, `liger`: as the profile
+    resolved them for this point, where the caller knows better than the config's switches)."""
     engine = engines.get(cfg)
     return planner.Setup(
         method_cfg=method_cfg, model_config=model_config, model=str(cfg.model.get("config") or cfg.model.name),
         engine=engine.name, seq_len=data.sequence_length(cfg), micro_batch=int(cfg.train.per_device_train_batch_size),
-        liger=engines.uses_liger(cfg), bf16_adapters=bf16_adapters(cfg, method_cfg), compiled=compiled(cfg),
-        synthetic=data.is_synthetic(cfg.data), modelled_engine=engine.modelled, own_checkpointing=engine.own_checkpointing,
+        liger=engines.uses_liger(cfg) if liger is None else liger, bf16_adapters=bf16_adapters(cfg, method_cfg),
+        compiled=compiled(cfg) if compiled_layers is None else compiled_layers, synthetic=data.is_synthetic(cfg.data),
+        modelled_engine=engine.modelled, own_checkpointing=engine.own_checkpointing,
     )  # fmt: skip
 
 
@@ -116,10 +121,11 @@ def budget_gib(cfg: DictConfig, total_gib: float | None) -> float | None:
 
 
 def plan_point(cfg: DictConfig, method_cfg: dict[str, Any], model_config, total_gib: float | None,
-               gpu_name: str | None = None) -> planner.Choice:
+               gpu_name: str | None = None, compiled_layers: bool | None = None,
+               liger: bool | None = None) -> planner.Choice:
     """The checkpointing plan of this point on a GPU of `total_gib` (None: no GPU), as training will choose it."""
-    return planner.choose(setup_of(cfg, method_cfg, model_config), requested_plan(cfg), budget_gib(cfg, total_gib),
-                          bool(cfg.train.get("gradient_checkpointing")), gpu_name)  # fmt: skip
+    return planner.choose(setup_of(cfg, method_cfg, model_config, compiled_layers, liger), requested_plan(cfg),
+                          budget_gib(cfg, total_gib), bool(cfg.train.get("gradient_checkpointing")), gpu_name)  # fmt: skip
 
 
 def local_gpu_name() -> str | None:
@@ -149,12 +155,28 @@ def choose(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> tuple[d
     info: dict[str, Any] = {"profile": profile.get("name", "default")}
     if engines.uses_liger(cfg):  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel
         out["use_liger_kernel"] = True
-    choice = plan_point(cfg, method_cfg, model_config, gpu_memory_gib(), local_gpu_name())
-    if choice.how in ("auto", "fixed"):
-        out["gradient_checkpointing"] = planner.trainer_checkpointing(choice.plan)
-    info.update(plan_fields(choice))
-    info["profile_choices"] = {**out, "checkpointing_plan": choice.plan}
+    plan, fields = checkpointing_plan(cfg, method_cfg, model_config, "regional" if compiled(cfg) else "off",
+                                      bool(out.get("use_liger_kernel")))  # fmt: skip
+    if plan is not None:
+        out["gradient_checkpointing"] = planner.trainer_checkpointing(plan)
+    info.update(fields)
+    info["profile_choices"] = {**out, "checkpointing_plan": fields["checkpointing_plan"]}
     return out, info
+
+
+def checkpointing_plan(cfg: DictConfig, method_cfg: dict[str, Any], model_config, compile: str = "off",
+                       liger: bool = False) -> tuple[str | None, dict[str, Any]]:
+    """(the plan peftbench sets on the layers, None where the Trainer's own checkpointing runs as the train group
+    says; the record's fields about the choice: planner.Choice through plan_fields).
+
+    profile.checkpointing `auto`: the planner's fastest plan predicted to fit the budget; a plan string: kept (and
+    flagged where it is predicted not to fit); absent: train.gradient_checkpointing, the user's own job, left to the
+    Trainer unless the layers are compiled (`compile` other than `off`), when it is a plan peftbench sets."""
+    choice = plan_point(cfg, method_cfg, model_config, gpu_memory_gib(), local_gpu_name(), compile != "off", liger)
+    fields = plan_fields(choice)
+    if choice.how == "engine" or (choice.how == "train" and compile == "off"):
+        return None, fields
+    return choice.plan, fields
 
 
 def enforce_budget(cfg: DictConfig) -> float | None:

@@ -323,3 +323,11 @@ def test_a_sweep_on_a_gpu_prints_the_plan_first(tiny_cfg, capsys):
     assert lora[0] == "method=lora" and lora[1] == f"{TINY_PEAK['off'] / GIB:.2f}*" and lora[6:9] == ["21.60", "off", "yes"]
     assert lines[3].split()[:9] == ["method=vera", "-", "-", "-", "-", "-", "21.60", "all", "n/a"]
     assert "not modelled" in lines[4]
+
+
+def test_a_bare_off_in_yaml_is_the_off_plan(tiny_cfg):
+    """YAML (and Hydra's override grammar) read `off` as false: profile.checkpointing=off is the plan `off`."""
+    cfg = tiny_cfg(*TINY[3:], "profile.checkpointing=off")
+    assert cfg.profile.checkpointing is False and profiles.requested_plan(cfg) == "off"
+    profiles.check_plan_options(cfg)
+    assert plan_of(*TINY, "profile.checkpointing=off", total=None).plan == "off"
