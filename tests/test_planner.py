@@ -326,8 +326,10 @@ def test_a_sweep_on_a_gpu_prints_the_plan_first(tiny_cfg, capsys):
 
 
 def test_a_bare_off_in_yaml_is_the_off_plan(tiny_cfg):
-    """YAML (and Hydra's override grammar) read `off` as false: profile.checkpointing=off is the plan `off`."""
-    cfg = tiny_cfg(*TINY[3:], "profile.checkpointing=off")
+    """A YAML file reads a bare `off` as false (`checkpointing: off` in a profile): it is the plan `off`."""
+    cfg = tiny_cfg(*TINY[3:])
+    OmegaConf.update(cfg, "profile.checkpointing", OmegaConf.create("x: off").x)
     assert cfg.profile.checkpointing is False and profiles.requested_plan(cfg) == "off"
     profiles.check_plan_options(cfg)
-    assert plan_of(*TINY, "profile.checkpointing=off", total=None).plan == "off"
+    assert profiles.plan_point(cfg, method_config(cfg), arch("tiny_llama"), None).plan == "off"
+    assert plan_of(*TINY, "profile.checkpointing=off", total=None).plan == "off"  # the command line's string
