@@ -1,7 +1,7 @@
 """Checks of a composed recipe that need no weights: option ranges, the results folder, and its existing records.
 
 Each check returns a list of messages (`field: what is wrong. The fix.`) rather than raising at the first, so one
-run of validation lists every mistake of a recipe at once. `runner.validate` raises them as one `ConfigError`.
+run of validation lists every mistake of a recipe at once. `validation.validate` raises them as one `ConfigError`.
 """
 
 from __future__ import annotations
@@ -71,11 +71,16 @@ RULES: list[Rule] = [
 ]  # fmt: skip
 
 
-def option_errors(cfg: DictConfig) -> list[str]:
-    """Every option of the recipe that is out of range, as `field: got X; expected Y. Set it with field=...`."""
+def option_errors(cfg: DictConfig, method_cfg: dict[str, Any] | None = None) -> list[str]:
+    """Every option of the recipe that is out of range, as `field: got X; expected Y. Set it with field=...`.
+    `method.*` options are read from `method_cfg` where given: the method's options as the point runs them, with the
+    sweep's `method_overrides` for it applied (peftbench.point)."""
     errors = []
     for field, ok, expected in RULES:
-        value = OmegaConf.select(cfg, field)
+        if method_cfg is not None and field.startswith("method."):
+            value = method_cfg.get(field.split(".", 1)[1])
+        else:
+            value = OmegaConf.select(cfg, field)
         if value is None or ok(value):
             continue
         errors.append(f"{field}: got {value!r}; expected {expected}. Fix it on the command line, e.g. `{field}=...`.")

@@ -180,11 +180,6 @@ def check(cfg: DictConfig, method_name: str) -> None:
         raise EngineUnavailable(reason)
 
 
-def uses_liger(cfg: DictConfig) -> bool:
-    """Liger kernels for this point: engine=liger, or a profile that asks for them (profile=fast): one code path."""
-    return get(cfg).liger or bool((cfg.get("profile") or {}).get("use_liger_kernel"))
-
-
 def version(engine: str) -> str | None:
     try:
         return importlib.metadata.version(REGISTRY[engine].dist)
@@ -207,11 +202,11 @@ def liger_kernels(model_type: str, override: dict[str, Any] | None) -> list[str]
     return sorted(k for k, v in flags.items() if v)
 
 
-def trainer_settings(cfg: DictConfig, args: Any, model: Any) -> dict[str, Any]:
+def trainer_settings(engine: Engine, args: Any, model: Any) -> dict[str, Any]:
     """What the record says about the engine once the trainer is built (peft and liger; unsloth adds its own)."""
-    info: dict[str, Any] = {"engine_version": version(name(cfg))}
+    info: dict[str, Any] = {"engine_version": version(engine.name)}
     gc = bool(args.gradient_checkpointing)
-    if gc and not get(cfg).own_checkpointing:
+    if gc and not engine.own_checkpointing:
         reentrant = (args.gradient_checkpointing_kwargs or {}).get("use_reentrant")
         info["engine_gradient_checkpointing"] = f"transformers (use_reentrant={reentrant})"
     elif not gc:
@@ -355,8 +350,8 @@ def fused_lora_summary(model: Any) -> str:
 
 
 # -- the child process ----------------------------------------------------------------------------------------------
-def needs_child(cfg: DictConfig) -> bool:
-    return get(cfg).child_process and os.environ.get(CHILD_ENV) != "1"
+def needs_child(engine: Engine) -> bool:
+    return engine.child_process and os.environ.get(CHILD_ENV) != "1"
 
 
 def train_in_child(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import traceback
+from collections.abc import Iterable
 
 OOM_TEXT = ("out of memory", "cublas_status_alloc_failed")
 
@@ -18,6 +20,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def did_you_mean(word: object, choices: Iterable[object], prefix: str = "", n: int = 1) -> str:
+    """` Did you mean `X`?` for the choices closest to `word` (difflib's ratio, its default cutoff 0.6; up to `n`,
+    as `X`, `Y`), each written `prefix` + choice; "" when none is close. Every unknown-name message ends with it."""
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=n)
+    return f" Did you mean {', '.join(f'`{prefix}{c}`' for c in close)}?" if close else ""
 
 
 class InputError(ValueError):

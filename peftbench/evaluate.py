@@ -8,7 +8,6 @@ data and the data can live anywhere. All names and files are checked by `validat
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -20,7 +19,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench import models, records
-from peftbench.errors import InputError
+from peftbench.errors import InputError, did_you_mean
 
 log = logging.getLogger("peftbench")
 
@@ -140,8 +139,7 @@ def validate(eval_cfg: Any) -> None:
                 raise EvalError(f"{field}: no task YAML at `{name}`.")
         elif name not in registry_task_names():
             known = sorted(registry_task_names() | set(shipped))
-            close = difflib.get_close_matches(name, known, n=3)
-            hint = f" Did you mean {', '.join(f'`{c}`' for c in close)}?" if close else ""
+            hint = did_you_mean(name, known, n=3)
             raise EvalError(
                 f"{field}: unknown task `{name}`: not one of lm-eval's {len(registry_task_names())} registered "
                 f"tasks, groups or tags, nor a task shipped with peftbench ({', '.join(shipped)}).{hint} "

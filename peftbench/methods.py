@@ -7,7 +7,6 @@ method's name.
 
 from __future__ import annotations
 
-import difflib
 import fnmatch
 import functools
 import json
@@ -17,7 +16,7 @@ from typing import Any, Callable
 import torch
 
 from peftbench import memory
-from peftbench.errors import InputError
+from peftbench.errors import InputError, did_you_mean
 
 # Keys of a method YAML that are peftbench's; everything else is a field of the PEFT config class. `train_args` are
 # TrainingArguments fields the method sets (GaLore's `optim`, `optim_target_modules`, `optim_args`).
@@ -186,8 +185,7 @@ FAMILY = ["lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
 
 def get_method(name: str) -> Method:
     if name not in REGISTRY:
-        close = difflib.get_close_matches(name, REGISTRY, n=1)
-        hint = f" Did you mean `{close[0]}`?" if close else ""
+        hint = did_you_mean(name, REGISTRY)
         raise MethodError(
             f"method: unknown method `{name}`.{hint} Known methods: {', '.join(REGISTRY)}. "
             f"A new method is a YAML file in recipes/method/ plus one entry in peftbench/methods.py REGISTRY."
@@ -223,8 +221,7 @@ def build_peft_config(method_cfg: dict[str, Any], tokenizer_path: str | None = N
     kwargs = peft_kwargs(method_cfg)
     for key in kwargs:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean `method.{close[0]}`?" if close else ""
+            hint = did_you_mean(key, valid, "method.")
             raise MethodError(f"method.{key}: `{cls.__name__}` has no field `{key}`.{hint}")
     kwargs.setdefault("task_type", "CAUSAL_LM")
     if "tokenizer_name_or_path" in valid and kwargs.get("tokenizer_name_or_path") is None and tokenizer_path:
@@ -427,13 +424,11 @@ def check_train_args(method_cfg: dict[str, Any]) -> None:
     args = train_args(method_cfg)
     for key in args:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" Did you mean `method.train_args.{close[0]}`?" if close else ""
+            hint = did_you_mean(key, valid, "method.train_args.")
             raise MethodError(f"method.train_args.{key}: not a TrainingArguments field.{hint}")
     optim = args.get("optim")
     if optim is not None and optim not in {o.value for o in OptimizerNames}:
-        close = difflib.get_close_matches(str(optim), [o.value for o in OptimizerNames], n=1)
-        hint = f" Did you mean `{close[0]}`?" if close else ""
+        hint = did_you_mean(optim, [o.value for o in OptimizerNames])
         raise MethodError(f"method.train_args.optim: transformers has no optimizer `{optim}`.{hint}")
     if method.extra:
         import importlib.util

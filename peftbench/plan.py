@@ -18,7 +18,7 @@ import argparse
 import sys
 from typing import Any
 
-from peftbench import console, models, planner, profiles
+from peftbench import console, engines, methods, models, planner, profiles
 from peftbench.errors import InputError
 from peftbench.paths import recipes_dir
 
@@ -55,7 +55,7 @@ def compose_points(overrides: list[str]) -> list[tuple[list[str], Any]]:
 
 def plan_rows(points: list[tuple[list[str], Any]], total_gib: float | None, gpu_name: str | None) -> list[dict[str, Any]]:
     """One row per point: its label, predicted peak per plan, the choice and a calibrated rate (or None)."""
-    from peftbench.runner import method_config
+    from peftbench.point import Point
 
     rows = []
     values: dict[str, set[str]] = {}
@@ -65,15 +65,22 @@ def plan_rows(points: list[tuple[list[str], Any]], total_gib: float | None, gpu_
             values.setdefault(key, set()).add(value)
     varying = {k for k, v in values.items() if len(v) > 1}  # what tells the points apart names each line
     for job, cfg in points:
-        profiles.check_plan_options(cfg)
-        method_cfg = method_config(cfg)
+        point = Point.resolve(cfg)
+        if point.method is None:
+            methods.get_method(point.method_cfg["name"])  # raises the unknown name with the known ones
+        if point.engine is None:
+            raise planner.PlanInputError(f"engine: unknown engine `{engines.name(cfg)}`. Known engines: "
+                                         f"{', '.join(engines.REGISTRY)}.")  # fmt: skip
+        profiles.check_plan_options(point.profile)
+        if point.seq_len is None:
+            raise planner.PlanInputError("data.seq_len / train.max_length: not a number of tokens.")
         model_config = models.load_config(cfg.model)
-        choice = profiles.plan_point(cfg, method_cfg, model_config, total_gib, gpu_name)
-        setup = profiles.setup_of(cfg, method_cfg, model_config)
+        choice = profiles.plan_point(point, model_config, total_gib, gpu_name)
+        setup = profiles.setup_of(point, model_config)
         measured = planner.rate(setup, choice.plan or "own", gpu_name)
         label = " ".join(o for o in job if o.partition("=")[0] in varying) or cfg.method.name
         rows.append({"label": label, "choice": choice, "rate": measured, "engine": setup.engine,
-                     "profile": (cfg.get("profile") or {}).get("name", "default"), "seq_len": setup.seq_len,
+                     "profile": point.profile_name, "seq_len": setup.seq_len,
                      "micro_batch": setup.micro_batch, "model": setup.model})  # fmt: skip
     return rows
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from omegaconf import DictConfig
-
-from peftbench import data, engines, memory, methods, planner
+from peftbench import memory, methods, planner
 from peftbench.errors import InputError
 
 
@@ -24,21 +22,20 @@ class ProfileError(InputError):
     """A profile that cannot run here (a missing optional extra); raised before any model loads."""
 
 
-def check(cfg: DictConfig) -> None:
-    profile = cfg.get("profile") or {}
+def check(profile: dict[str, Any]) -> None:
+    """The profile group (as composed, {} for none): its extras must be installed."""
     if profile.get("use_liger_kernel") and importlib.util.find_spec("liger_kernel") is None:  # engine=liger: engines.check
         raise ProfileError(
             f"profile={profile.get('name')}: use_liger_kernel needs the Liger kernels, which are not installed. "
             'Install them with `pip install "peftbench[liger]"` (liger-kernel), or set profile.use_liger_kernel=false.'
         )
-    check_plan_options(cfg)
+    check_plan_options(profile)
 
 
-def check_plan_options(cfg: DictConfig) -> None:
+def check_plan_options(profile: dict[str, Any]) -> None:
     """profile.checkpointing, memory_budget_gib, memory_fraction, enforce_budget: in range (what `peftbench plan`
     checks too; it plans for another machine, so installed extras are not asked for)."""
-    profile = cfg.get("profile") or {}
-    requested = requested_plan(cfg)
+    requested = requested_plan(profile)
     if requested not in (None, "auto"):
         planner.check_plan(requested)
     budget = profile.get("memory_budget_gib")
@@ -59,10 +56,9 @@ def check_plan_options(cfg: DictConfig) -> None:
                            f"profile.enforce_budget=false.")
 
 
-def requested_plan(cfg: DictConfig) -> str | None:
+def requested_plan(profile: dict[str, Any]) -> str | None:
     """`auto`, a plan string, or None (the train group decides): profile.checkpointing, or the older
     `profile.gradient_checkpointing: auto`."""
-    profile = cfg.get("profile") or {}
     value = profile.get("checkpointing")
     if value is None and profile.get("gradient_checkpointing") == "auto":
         return "auto"
@@ -71,20 +67,23 @@ def requested_plan(cfg: DictConfig) -> str | None:
     return None if value is None else str(value)
 
 
-def bf16_adapters(cfg: DictConfig, method_cfg: dict[str, Any]) -> bool:
+def bf16_adapters(profile: dict[str, Any], method: Any) -> bool:
     """Whether this point keeps its LoRA adapters in the base dtype (PEFT's `autocast_adapter_dtype=False`): methods
     whose registry entry says `bf16_adapters` (LoRA-type, B starts at zero and moves relative to its own scale; not
     DoRA's magnitude or IA3's scaling vectors, ~1.0, where a 1e-3 step is below bf16's resolution)."""
-    profile = cfg.get("profile") or {}
-    return bool(profile.get("bf16_lora_adapters")) and methods.get_method(method_cfg["name"]).bf16_adapters
+    return bool(profile.get("bf16_lora_adapters")) and method is not None and method.bf16_adapters
 
 
-def trl_step_metrics(cfg: DictConfig) -> bool:
+def trl_step_metrics(profile: dict[str, Any], engine: Any) -> bool:
     """Whether training runs TRL's step as it is: its entropy/token-accuracy logs and its fused head's gathering of
     labelled positions, each a host read (peftbench.trainer). An engine that patches the trainer (unsloth) keeps TRL's
     compute_loss."""
-    profile = cfg.get("profile") or {}
-    return bool(profile.get("trl_step_metrics", True)) or engines.get(cfg).keeps_trl_loss
+    return bool(profile.get("trl_step_metrics", True)) or bool(engine is not None and engine.keeps_trl_loss)
+
+
+def uses_liger(profile: dict[str, Any], engine: Any) -> bool:
+    """Liger kernels for this point: engine=liger, or a profile that asks for them (profile=fast): one code path."""
+    return bool(engine is not None and engine.liger) or bool(profile.get("use_liger_kernel"))
 
 
 def gpu_memory_gib() -> float | None:
@@ -95,37 +94,35 @@ def gpu_memory_gib() -> float | None:
     return torch.cuda.get_device_properties(0).total_memory / memory.GIB
 
 
-def compiled(cfg: DictConfig) -> bool:
+def compiled(profile: dict[str, Any]) -> bool:
     """Whether the profile compiles the decoder layers (regional torch.compile, peftbench.regional)."""
-    value = (cfg.get("profile") or {}).get("compile")
+    value = profile.get("compile")
     return bool(value) and str(value).lower() not in ("false", "off", "none", "no")
 
 
-def setup_of(cfg: DictConfig, method_cfg: dict[str, Any], model_config, compiled_layers: bool | None = None,
-             liger: bool | None = None) -> planner.Setup:
-    """The point's facts the memory model and the calibration read (`compiled_layers`, `liger`: as the profile
-    resolved them for this point, where the caller knows better than the config's switches)."""
-    engine = engines.get(cfg)
+def setup_of(point: Any, model_config, compiled_layers: bool | None = None, liger: bool | None = None) -> planner.Setup:
+    """A resolved point's facts the memory model and the calibration read (`compiled_layers`, `liger`: as the
+    profile resolved them for this point, where the caller knows better than the config's switches)."""
+    cfg, engine = point.cfg, point.engine
     return planner.Setup(
-        method_cfg=method_cfg, model_config=model_config, model=str(cfg.model.get("config") or cfg.model.name),
-        engine=engine.name, seq_len=data.sequence_length(cfg), micro_batch=int(cfg.train.per_device_train_batch_size),
-        liger=engines.uses_liger(cfg) if liger is None else liger, bf16_adapters=bf16_adapters(cfg, method_cfg),
-        compiled=compiled(cfg) if compiled_layers is None else compiled_layers, synthetic=data.is_synthetic(cfg.data),
+        method_cfg=point.method_cfg, model_config=model_config, model=str(cfg.model.get("config") or cfg.model.name),
+        engine=engine.name, seq_len=int(point.seq_len), micro_batch=int(cfg.train.per_device_train_batch_size),
+        liger=point.uses_liger if liger is None else liger, bf16_adapters=point.bf16_adapters,
+        compiled=compiled(point.profile) if compiled_layers is None else compiled_layers, synthetic=point.synthetic,
         modelled_engine=engine.modelled, own_checkpointing=engine.own_checkpointing,
     )  # fmt: skip
 
 
-def budget_gib(cfg: DictConfig, total_gib: float | None) -> float | None:
-    profile = cfg.get("profile") or {}
+def budget_gib(profile: dict[str, Any], total_gib: float | None) -> float | None:
     return planner.budget(profile.get("memory_budget_gib"), total_gib, profile.get("memory_fraction", 0.9))
 
 
-def plan_point(cfg: DictConfig, method_cfg: dict[str, Any], model_config, total_gib: float | None,
-               gpu_name: str | None = None, compiled_layers: bool | None = None,
-               liger: bool | None = None) -> planner.Choice:
-    """The checkpointing plan of this point on a GPU of `total_gib` (None: no GPU), as training will choose it."""
-    return planner.choose(setup_of(cfg, method_cfg, model_config, compiled_layers, liger), requested_plan(cfg),
-                          budget_gib(cfg, total_gib), bool(cfg.train.get("gradient_checkpointing")), gpu_name)  # fmt: skip
+def plan_point(point: Any, model_config, total_gib: float | None, gpu_name: str | None = None,
+               compiled_layers: bool | None = None, liger: bool | None = None) -> planner.Choice:
+    """The checkpointing plan of a resolved point on a GPU of `total_gib` (None: no GPU), as training chooses it."""
+    return planner.choose(setup_of(point, model_config, compiled_layers, liger), requested_plan(point.profile),
+                          budget_gib(point.profile, total_gib), bool(point.cfg.train.get("gradient_checkpointing")),
+                          gpu_name)  # fmt: skip
 
 
 def local_gpu_name() -> str | None:
@@ -145,17 +142,17 @@ def plan_fields(choice: planner.Choice) -> dict[str, Any]:
             "plan_that_fits": choice.fitting, "planner_note": choice.note}  # fmt: skip
 
 
-def choose(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the SFTConfig keys this profile sets for this point, what the record should say about the choice).
+def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the SFTConfig keys this profile sets for this point, what the record should say about the choice), for a
+    resolved point (peftbench.point.Point: its profile, engine, the choices above, sequence length, method options).
 
     The checkpointing plan is in `profile_choices.checkpointing_plan`; SFTConfig's gradient_checkpointing is set
     only where the plan is chosen or fixed by the profile (planner.trainer_checkpointing: True for `all` alone)."""
-    profile = cfg.get("profile") or {}
     out: dict[str, Any] = {}
-    info: dict[str, Any] = {"profile": profile.get("name", "default")}
-    if engines.uses_liger(cfg):  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel
+    info: dict[str, Any] = {"profile": point.profile_name}
+    if point.uses_liger:  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel
         out["use_liger_kernel"] = True
-    plan, fields = checkpointing_plan(cfg, method_cfg, model_config, "regional" if compiled(cfg) else "off",
+    plan, fields = checkpointing_plan(point, model_config, "regional" if compiled(point.profile) else "off",
                                       bool(out.get("use_liger_kernel")))  # fmt: skip
     if plan is not None:
         out["gradient_checkpointing"] = planner.trainer_checkpointing(plan)
@@ -164,22 +161,21 @@ def choose(cfg: DictConfig, method_cfg: dict[str, Any], model_config) -> tuple[d
     return out, info
 
 
-def checkpointing_plan(cfg: DictConfig, method_cfg: dict[str, Any], model_config, compile: str = "off",
-                       liger: bool = False) -> tuple[str | None, dict[str, Any]]:
+def checkpointing_plan(point: Any, model_config, compile: str = "off", liger: bool = False) -> tuple[str | None, dict[str, Any]]:
     """(the plan peftbench sets on the layers, None where the Trainer's own checkpointing runs as the train group
-    says; the record's fields about the choice: planner.Choice through plan_fields).
+    says, or the engine's own; the record's fields about the choice: planner.Choice through plan_fields).
 
     profile.checkpointing `auto`: the planner's fastest plan predicted to fit the budget; a plan string: kept (and
     flagged where it is predicted not to fit); absent: train.gradient_checkpointing, the user's own job, left to the
     Trainer unless the layers are compiled (`compile` other than `off`), when it is a plan peftbench sets."""
-    choice = plan_point(cfg, method_cfg, model_config, gpu_memory_gib(), local_gpu_name(), compile != "off", liger)
+    choice = plan_point(point, model_config, gpu_memory_gib(), local_gpu_name(), compile != "off", liger)
     fields = plan_fields(choice)
     if choice.how == "engine" or (choice.how == "train" and compile == "off"):
         return None, fields
     return choice.plan, fields
 
 
-def enforce_budget(cfg: DictConfig) -> float | None:
+def enforce_budget(profile: dict[str, Any]) -> float | None:
     """profile.enforce_budget=true on a GPU: cap this process's CUDA allocations at the budget (PyTorch's own
     set_per_process_memory_fraction: an allocation past it raises CUDA out of memory as a smaller card would).
     Returns the enforced GiB, or None (and lifts an earlier point's cap in this process)."""
@@ -188,8 +184,8 @@ def enforce_budget(cfg: DictConfig) -> float | None:
     if not torch.cuda.is_available():
         return None
     total = gpu_memory_gib()
-    budget = budget_gib(cfg, total)
-    if (cfg.get("profile") or {}).get("enforce_budget") and budget is not None:
+    budget = budget_gib(profile, total)
+    if profile.get("enforce_budget") and budget is not None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), 0)
         return budget
     torch.cuda.set_per_process_memory_fraction(1.0, 0)

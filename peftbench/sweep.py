@@ -79,12 +79,13 @@ def point_config(config: DictConfig, overrides: list[str], loader: Any) -> DictC
 
 
 def sweep_errors(config: DictConfig, loader: Any, valid: list | None = None) -> tuple[list[str], int, int]:
-    """(errors, points, finished): `runner.validate` on every point that will run (finished ones are skipped).
+    """(errors, points, finished): `validation.validate` on every point that will run (finished ones are skipped).
     A point its engine cannot run here is no error: it runs to a `skipped` row with the reason (logged here too).
     `valid`, when given, receives (overrides, config) of every point that validated and will run."""
     from peftbench import records
     from peftbench.engines import EngineUnavailable
-    from peftbench.runner import run_id_for, validate
+    from peftbench.runner import run_id_for
+    from peftbench.validation import validate
 
     jobs = sweep_point_overrides(config, loader)
     errors, finished = [], 0

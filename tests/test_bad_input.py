@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from peftbench import records, sweep
+from peftbench.point import Point, sft_config
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CLI = ["model=tiny_llama", "train=tiny", "sweep=none", "data.max_train_samples=32", "data.max_eval_samples=8"]
@@ -420,16 +421,16 @@ def test_over_long_rows_are_counted_as_sft_trainer_treats_them(tiny_cfg, tmp_pat
     keeps of the same data (its prepared train_dataset)."""
     from transformers import AutoModelForCausalLM
 
-    from peftbench import data, models, runner
+    from peftbench import data, models, validation
 
     rows = [GOOD] * 5 + [{"question": "word " * 10, "answer": "forty " * 20}] * 3 + [{"question": "word " * 40,
                                                                                    "answer": "4"}] * 2  # fmt: skip
     path = _jsonl(tmp_path, rows)
     cfg = tiny_cfg("data=gsm8k_local", f"data.path={path}", "train.max_length=32", "data.max_train_samples=null")
-    runner.validate(cfg)
-    args = runner.sft_config(cfg, runner.method_config(cfg), tmp_path / "out")
+    validation.validate(cfg)
+    args = sft_config(Point.resolve(cfg), tmp_path / "out")
     tokenizer = data.measuring_tokenizer(cfg.model)
-    _, fields = runner.data_plan(cfg, args)
+    _, fields = validation.data_plan(cfg.data, cfg.model, args)
     truncated, dropped = _lengths_outside(tokenizer, rows, 32)
     assert (truncated, dropped) == (3, 2)  # the rows were built so; the tokenizer agrees
     assert fields["train_examples"] == 10
@@ -445,14 +446,14 @@ def test_over_long_rows_are_counted_as_sft_trainer_treats_them(tiny_cfg, tmp_pat
 
 
 def test_drop_policy_removes_every_over_long_row(tiny_cfg, tmp_path):
-    from peftbench import runner
+    from peftbench import validation
 
     rows = [GOOD] * 5 + [{"question": "word " * 10, "answer": "forty " * 20}] * 3 + [{"question": "word " * 40,
                                                                                    "answer": "4"}] * 2  # fmt: skip
     cfg = tiny_cfg("data=gsm8k_local", f"data.path={_jsonl(tmp_path, rows)}", "train.max_length=32",
                    "data.max_train_samples=null", "data.max_length_policy=drop")  # fmt: skip
-    args = runner.sft_config(cfg, runner.method_config(cfg), tmp_path / "out")
-    train, fields = runner.data_plan(cfg, args)
+    args = sft_config(Point.resolve(cfg), tmp_path / "out")
+    train, fields = validation.data_plan(cfg.data, cfg.model, args)
     assert len(train) == 5 and fields["train_examples_used"] == 5
     assert fields["examples_dropped"] == 5 and fields["examples_truncated"] == 0
 

@@ -26,7 +26,7 @@ def test_every_method_yaml_has_a_registry_entry_and_back():
 @pytest.mark.parametrize("method", group_options("method"))
 def test_method_composes_and_builds_its_peft_config(method):
     from peftbench.methods import build_peft_config, get_method
-    from peftbench.runner import method_config
+    from peftbench.point import method_options as method_config
 
     cfg = compose_recipe(f"method={method}")
     config = build_peft_config(method_config(cfg), tokenizer_path="unused")

@@ -196,7 +196,7 @@ def test_shape_only_point_validates_without_lm_eval_installed(tiny_cfg, monkeypa
     """A GPU machine carrying no lm-eval can still run random-init points, whose evaluation is skipped anyway."""
     import importlib.util
 
-    from peftbench.runner import validate
+    from peftbench.validation import validate
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else real(name, *a))

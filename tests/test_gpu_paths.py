@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from peftbench import memory, models, profiles
+from peftbench.point import Point
 from peftbench.runner import run_point
 
 TINY_MODEL = OmegaConf.create({"config": "tiny_llama", "name_or_path": "tiny_llama"})
@@ -91,9 +92,9 @@ def test_fast_profile_turns_checkpointing_off_only_when_the_prediction_fits(tiny
     cfg = tiny_cfg("profile=fast", "train.gradient_checkpointing=true")
     config = models.load_config(cfg.model)
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
-    assert profiles.choose(cfg, {"name": "lora"}, config)[0]["gradient_checkpointing"] is False
+    assert profiles.choose(Point.resolve(cfg), config)[0]["gradient_checkpointing"] is False
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e-6)
-    out, info = profiles.choose(cfg, {"name": "lora"}, config)
+    out, info = profiles.choose(Point.resolve(cfg), config)
     # nothing fits: the plan with the smallest predicted peak. On this 2-layer model every_4 checkpoints layer 0
     # alone, one input plus one layer's activations, as much as all_offload keeps on the GPU: the faster plan wins the
     # tie. peftbench.regional applies it to the layers (the Trainer's own flag stays off so it does not redo it)

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "peftbench"
 LAYERS = [
     ("entry points", {"__main__", "sweep", "worker", "measure", "plan", "__init__"}),  # __init__: the lazy façade
     ("orchestration", {"runner", "console"}),
-    ("building blocks", {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots",
+    ("building blocks", {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots", "point",
                          "validation"}),
     ("measurement", {"callback", "profiling", "trainer", "identity", "quantize"}),
     ("ground floor", {"methods", "memory", "planner", "calibration", "metrics", "step_clock", "distributed", "records",
@@ -121,8 +121,8 @@ def test_the_ground_floor_imports_nothing_of_peftbench(name):
 
 
 # -- registries carry facts: the modules that dispatch on a method or an engine never compare its name --------------
-DISPATCHERS = ["runner", "profiles", "memory", "planner", "plan", "callback", "sweep", "checks", "evaluate", "data", "models",
-               "trainer"]
+DISPATCHERS = ["runner", "validation", "point", "profiles", "memory", "planner", "plan", "callback", "sweep", "checks",
+               "evaluate", "data", "models", "trainer"]
 
 
 def name_comparisons(path: Path, names: set[str]) -> list[str]:

@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 
 from peftbench import memory, methods, metrics, models, profiles
+from peftbench.point import Point
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "measured_peaks.csv"

@@ -14,6 +14,7 @@ import yaml
 from peftbench import methods, profiles
 from peftbench.methods import FAMILY, REGISTRY
 from peftbench.paths import recipes_dir
+from peftbench.point import Point
 from peftbench.runner import run_point
 
 FAMILY_MODELS = {"bitfit": ["model=tiny_qwen2"]}  # Qwen2 has q/k/v biases: real BitFit, no added biases
@@ -129,9 +130,10 @@ def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpoin
     cfg = tiny_cfg("profile=fast", "method=loha")
     config = models.load_config(cfg.model)
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e6)  # everything would fit
-    choices, info = profiles.choose(cfg, method_cfg("loha"), config)
+    choices, info = profiles.choose(Point.resolve(cfg), config)
     assert choices["gradient_checkpointing"] is True
-    assert profiles.choose(cfg, method_cfg("lora"), config)[0]["gradient_checkpointing"] is False
+    lora = Point.resolve(tiny_cfg("profile=fast", "method=lora"))
+    assert profiles.choose(lora, config)[0]["gradient_checkpointing"] is False
 
 
 def test_optimizer_states_at_the_7b_shape():
@@ -292,11 +294,16 @@ def test_bitfit_with_added_biases_on_a_bias_free_model(tiny_cfg):
 
 def test_sweep_peft_all_is_the_whole_registry_and_the_default_keeps_the_seven():
     from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from peftbench.sweep import sweep_point_overrides
 
     with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
         every = compose("config", overrides=["sweep=peft_all"], return_hydra_config=True)
         default = compose("config", return_hydra_config=True)
-    assert every.hydra.sweeper.params.method.split(",") == list(REGISTRY)
+        jobs = sweep_point_overrides(every, GlobalHydra.instance().config_loader())  # the basic sweeper's expansion
+    points = [o.split("=", 1)[1] for job in jobs for o in job if o.startswith("method=")]
+    assert len(points) == len(jobs) and sorted(points) == sorted(REGISTRY)  # every method once, one a point
     assert every.method_overrides.bitfit.add_biases is True
     assert default.hydra.sweeper.params.method.split(",") == FAMILY == [
         "lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]

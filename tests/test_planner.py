@@ -14,7 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from peftbench import calibration, memory, models, planner, profiles
-from peftbench.runner import method_config
+from peftbench.point import Point
 from tests.conftest import compose_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ def arch(name: str):
 
 def plan_of(*overrides: str, total: float | None, gpu: str | None = None) -> planner.Choice:
     cfg = compose_recipe(*overrides, "run.results_dir=unused")
-    return profiles.plan_point(cfg, method_config(cfg), models.load_config(cfg.model), total, gpu)
+    return profiles.plan_point(Point.resolve(cfg), models.load_config(cfg.model), total, gpu)
 
 
 # -- the GPU table ----------------------------------------------------------------------------------------------------
@@ -77,13 +77,13 @@ def test_every_calibration_entry_is_the_committed_record_it_names():
 
 def test_rates_are_found_only_for_the_exact_setup():
     cfg = compose_recipe("+recipe=family_7b_synthetic", "method=lora", "run.results_dir=unused")
-    setup = profiles.setup_of(cfg, method_config(cfg), arch("llama2_7b"))
+    setup = profiles.setup_of(Point.resolve(cfg), arch("llama2_7b"))
     assert planner.rate(setup, "all", "H200").source == "h200/run19/results/a_default/lora-llama2_7b-s0-e3613bbd"
     assert planner.rate(setup, "all", "H100-80GB").tokens_per_s == 6423.0
     assert planner.rate(setup, "every_2", "H200") is None  # no plan measured but all
     assert planner.rate(setup, "all", "A100-80GB") is None and planner.rate(setup, "all", None) is None
     gsm8k = compose_recipe("+recipe=lora_7b", "run.results_dir=unused")  # variable-length rows: never calibrated
-    assert planner.rate(profiles.setup_of(gsm8k, method_config(gsm8k), arch("llama2_7b")), "all", "H200") is None
+    assert planner.rate(profiles.setup_of(Point.resolve(gsm8k), arch("llama2_7b")), "all", "H200") is None
 
 
 def test_fastest_first_reorders_only_the_measured_plans():
@@ -140,17 +140,17 @@ def test_fast_profile_budget_is_the_gpu_times_memory_fraction():
 
 def test_choose_sets_the_trainer_flag_and_records_the_plan(tiny_cfg):
     cfg = tiny_cfg(*TINY[3:], "+profile.memory_budget_gib=1.0")
-    out, info = profiles.choose(cfg, method_config(cfg), arch("tiny_llama"))
+    out, info = profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
     assert out == {"gradient_checkpointing": False} and info["profile_choices"] == {**out, "checkpointing_plan": "off"}
     assert set(info["predicted_plans"]) == set(memory.PLANS) and info["memory_budget_gib"] == 1.0
     assert info["checkpointing_chosen_by"] == "auto" and info["predicted_plan_fits"] is True
     cfg = tiny_cfg(*TINY[3:], "profile.checkpointing=all")  # fixed by the user
-    out, info = profiles.choose(cfg, method_config(cfg), arch("tiny_llama"))
+    out, info = profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
     assert out == {"gradient_checkpointing": True} and info["checkpointing_chosen_by"] == "fixed"
     cfg = tiny_cfg(*TINY[3:], "profile.checkpointing=every_2")  # applied per layer (peftbench.regional), not by the Trainer
-    assert profiles.choose(cfg, method_config(cfg), arch("tiny_llama"))[0] == {"gradient_checkpointing": False}
+    assert profiles.choose(Point.resolve(cfg), arch("tiny_llama"))[0] == {"gradient_checkpointing": False}
     cfg = tiny_cfg()  # the default profile: the train group decides, and the profile sets nothing
-    out, info = profiles.choose(cfg, method_config(cfg), arch("tiny_llama"))
+    out, info = profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
     assert out == {} and info["profile_choices"] == {"checkpointing_plan": "off"} and info["checkpointing_chosen_by"] == "train"
 
 
@@ -204,7 +204,7 @@ def test_llama3_8b_lora_on_24gb_and_a_fixed_plan_that_does_not_fit():
 def test_bad_plan_options_are_refused_naming_the_field(override, field):
     cfg = compose_recipe(*TINY, override, "run.results_dir=unused")
     with pytest.raises(profiles.InputError, match=re.escape(field)):
-        profiles.check_plan_options(cfg)
+        profiles.check_plan_options(Point.resolve(cfg).profile)
 
 
 # -- `peftbench plan` ------------------------------------------------------------------------------------------------
@@ -281,12 +281,12 @@ def test_predicted_oom_warns_before_loading(tiny_cfg, capsys):
     from peftbench.runner import predicted_fit
 
     record: dict = {"run_id": "tiny"}
-    predicted_fit(tiny_cfg("+profile.memory_budget_gib=0.001"), record, arch("tiny_llama"))
+    predicted_fit(Point.resolve(tiny_cfg("+profile.memory_budget_gib=0.001")), record, arch("tiny_llama"))
     out = capsys.readouterr().out
     assert "peftbench: warning: tiny: predicted peak" in out and "plan off exceeds the memory budget 0.00 GiB" in out
     assert record["predicted_peak_gib"] == pytest.approx(TINY_PEAK["off"] / GIB) and record["predicted_plan_fits"] is False
     quiet: dict = {"run_id": "tiny"}
-    predicted_fit(tiny_cfg("+profile.memory_budget_gib=1.0"), quiet, arch("tiny_llama"))
+    predicted_fit(Point.resolve(tiny_cfg("+profile.memory_budget_gib=1.0")), quiet, arch("tiny_llama"))
     assert capsys.readouterr().out == "" and quiet == {"run_id": "tiny"}
 
 
@@ -329,7 +329,7 @@ def test_a_bare_off_in_yaml_is_the_off_plan(tiny_cfg):
     """A YAML file reads a bare `off` as false (`checkpointing: off` in a profile): it is the plan `off`."""
     cfg = tiny_cfg(*TINY[3:])
     OmegaConf.update(cfg, "profile.checkpointing", OmegaConf.create("x: off").x)
-    assert cfg.profile.checkpointing is False and profiles.requested_plan(cfg) == "off"
-    profiles.check_plan_options(cfg)
-    assert profiles.plan_point(cfg, method_config(cfg), arch("tiny_llama"), None).plan == "off"
+    assert cfg.profile.checkpointing is False and profiles.requested_plan(Point.resolve(cfg).profile) == "off"
+    profiles.check_plan_options(Point.resolve(cfg).profile)
+    assert profiles.plan_point(Point.resolve(cfg), arch("tiny_llama"), None).plan == "off"
     assert plan_of(*TINY, "profile.checkpointing=off", total=None).plan == "off"  # the command line's string

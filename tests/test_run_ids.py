@@ -7,7 +7,8 @@ import json
 
 from omegaconf import OmegaConf
 
-from peftbench.runner import method_config, point_container, run_id_for
+from peftbench.point import method_options as method_config
+from peftbench.runner import point_container, run_id_for
 from tests.conftest import TINY, compose_recipe
 
 ALONE = [o for o in TINY if o != "sweep=none"] + ["sweep=none", "run.results_dir=unused"]

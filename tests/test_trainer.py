@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from peftbench import profiles
 from peftbench.models import EMBEDDED_GGUF, local_folder
+from peftbench.point import Point
 from peftbench.trainer import sft_trainer_class
 
 
@@ -79,10 +79,10 @@ def test_evaluation_and_other_losses_stay_trls(tmp_path):
 
 
 def test_shipped_profiles_skip_the_reads_and_unsloth_keeps_trls_loss(tiny_cfg):
-    assert profiles.trl_step_metrics(tiny_cfg()) is False
-    assert profiles.trl_step_metrics(tiny_cfg("profile=fast")) is False
-    assert profiles.trl_step_metrics(tiny_cfg("profile.trl_step_metrics=true")) is True
-    assert profiles.trl_step_metrics(tiny_cfg("engine=unsloth")) is True
+    assert Point.resolve(tiny_cfg()).trl_step_metrics is False
+    assert Point.resolve(tiny_cfg("profile=fast")).trl_step_metrics is False
+    assert Point.resolve(tiny_cfg("profile.trl_step_metrics=true")).trl_step_metrics is True
+    assert Point.resolve(tiny_cfg("engine=unsloth")).trl_step_metrics is True
 
 
 def test_the_fused_head_scores_every_position_without_gathering(tmp_path, monkeypatch):
