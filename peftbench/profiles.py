@@ -4,8 +4,8 @@ the memory model predicts to fit the memory budget (peftbench.planner).
 
 Profile keys read here: `checkpointing` (`auto`, or a plan: off, every_<n>, all, all_offload; absent: the train
 group's gradient_checkpointing), `memory_budget_gib` (null: the GPU's memory x `memory_fraction`), `enforce_budget`
-(cap this process's CUDA allocations at the budget, torch.cuda.set_per_process_memory_fraction, so a 24 GiB budget
-behaves as a 24 GiB card on a larger GPU), `compile` (regional torch.compile of the decoder layers: the memory model
+(cap this process's CUDA memory at memory_budget_gib / memory_fraction, torch.cuda.set_per_process_memory_fraction,
+so `memory_budget_gib=21.6` behaves as a 24 GiB card on a larger GPU), `compile` (regional torch.compile of the decoder layers: the memory model
 counts compiled layers with the fused coefficients).
 """
 
@@ -50,10 +50,11 @@ def check_plan_options(profile: dict[str, Any]) -> None:
     if not isinstance(enforce, bool):
         raise ProfileError(f"profile.enforce_budget: got {enforce!r}; expected true or false.")
     total = gpu_memory_gib()
-    if enforce and total is not None and budget is not None and budget > total:
-        raise ProfileError(f"profile.enforce_budget: the budget profile.memory_budget_gib={budget} is more than this "
-                           f"GPU's {total:.2f} GiB, so it cannot be enforced. Lower the budget, or set "
-                           f"profile.enforce_budget=false.")
+    cap = enforce_cap_gib(profile) if enforce and budget is not None else None
+    if cap is not None and total is not None and cap > total:
+        raise ProfileError(f"profile.enforce_budget: the cap memory_budget_gib / memory_fraction = {cap:.2f} GiB is more "
+                           f"than this GPU's {total:.2f} GiB, so it cannot be enforced. Lower profile.memory_budget_gib, "
+                           f"or set profile.enforce_budget=false.")
 
 
 def requested_plan(profile: dict[str, Any]) -> str | None:
@@ -175,18 +176,26 @@ def checkpointing_plan(point: Any, model_config, compile: str = "off", liger: bo
     return choice.plan, fields
 
 
+def enforce_cap_gib(profile: dict[str, Any]) -> float | None:
+    """The CUDA memory cap profile.enforce_budget sets: the card the budget stands for, memory_budget_gib /
+    memory_fraction (21.6 -> 24 GiB at 0.9), so the budget keeps the same headroom for the caching allocator's
+    fragmentation on the big GPU as on that card (the cap counts reserved memory; the prediction, allocated). None:
+    not asked, or no explicit budget (the budget is then the GPU's own, which needs no cap)."""
+    budget = profile.get("memory_budget_gib")
+    if not profile.get("enforce_budget") or budget is None:
+        return None
+    return float(budget) / float(profile.get("memory_fraction", 0.9))
+
+
 def enforce_budget(profile: dict[str, Any]) -> float | None:
-    """profile.enforce_budget=true on a GPU: cap this process's CUDA allocations at the budget (PyTorch's own
-    set_per_process_memory_fraction: an allocation past it raises CUDA out of memory as a smaller card would).
-    Returns the enforced GiB, or None (and lifts an earlier point's cap in this process)."""
+    """profile.enforce_budget=true on a GPU: cap this process's CUDA memory at enforce_cap_gib (PyTorch's own
+    set_per_process_memory_fraction: an allocation past it raises CUDA out of memory as the smaller card would).
+    Returns the cap in GiB, or None (and lifts an earlier point's cap in this process)."""
     import torch
 
     if not torch.cuda.is_available():
         return None
     total = gpu_memory_gib()
-    budget = budget_gib(profile, total)
-    if profile.get("enforce_budget") and budget is not None:
-        torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total), 0)
-        return budget
-    torch.cuda.set_per_process_memory_fraction(1.0, 0)
-    return None
+    cap = enforce_cap_gib(profile)
+    torch.cuda.set_per_process_memory_fraction(1.0 if cap is None else min(1.0, cap / total), 0)
+    return cap

@@ -97,7 +97,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     if torch.cuda.is_available():  # what earlier points of this process left allocated is inside this point's peak
         record["gpu_allocated_at_start_gib"] = torch.cuda.memory_allocated() / memory.GIB
         record["gpu_total_gib"] = profiles.gpu_memory_gib()  # the capacity a failed row's predicted peak is read against
-        record["memory_budget_enforced_gib"] = profiles.enforce_budget(point.profile)  # before this point allocates
+        record["memory_cap_enforced_gib"] = profiles.enforce_budget(point.profile)  # before this point allocates
 
     t0 = time.perf_counter()
     seq_len, bf16_adapters = point.seq_len, point.bf16_adapters

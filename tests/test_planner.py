@@ -297,7 +297,8 @@ def test_skip_predicted_oom_writes_a_skipped_row_before_any_model_loads(tiny_cfg
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(models, "load_model", refuse)
-    cfg = tiny_cfg("+profile.memory_budget_gib=0.001", "run.skip_predicted_oom=true")
+    cfg = tiny_cfg("+profile.memory_budget_gib=0.001", "run.skip_predicted_oom=true", "data=synthetic", "data.seq_len=64",
+                   "model.tokenizer=null", "eval=none")  # no tokenizer, no data to measure: validation is quick
     record = runner.run_point(cfg)
     assert record["status"] == "skipped"
     assert record["error"].startswith("run.skip_predicted_oom: predicted peak ")
@@ -333,3 +334,16 @@ def test_a_bare_off_in_yaml_is_the_off_plan(tiny_cfg):
     profiles.check_plan_options(Point.resolve(cfg).profile)
     assert profiles.plan_point(Point.resolve(cfg), arch("tiny_llama"), None).plan == "off"
     assert plan_of(*TINY, "profile.checkpointing=off", total=None).plan == "off"  # the command line's string
+
+
+def test_enforced_cap_is_the_card_the_budget_stands_for():
+    """memory_budget_gib=21.6 at memory_fraction 0.9 is a 24 GiB card: the cap (reserved memory) is 24, so the
+    caching allocator keeps the headroom it would have there; fraction 1.0 caps at the budget itself."""
+    assert profiles.enforce_cap_gib({"enforce_budget": True, "memory_budget_gib": 21.6, "memory_fraction": 0.9}) == pytest.approx(24.0)
+    assert profiles.enforce_cap_gib({"enforce_budget": True, "memory_budget_gib": 24, "memory_fraction": 1.0}) == 24.0
+    assert profiles.enforce_cap_gib({"enforce_budget": True, "memory_budget_gib": None}) is None  # the GPU's own budget
+    assert profiles.enforce_cap_gib({"enforce_budget": False, "memory_budget_gib": 21.6}) is None
+    import torch
+
+    if not torch.cuda.is_available():
+        assert profiles.enforce_budget({"enforce_budget": True, "memory_budget_gib": 21.6}) is None  # nothing to cap
