@@ -15,6 +15,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench.errors import InputError
+from peftbench.regional import COMPILE_MODES, is_plan
 
 
 class ConfigError(InputError):
@@ -65,6 +66,12 @@ RULES: list[Rule] = [
     ("run.save_adapter", lambda v: isinstance(v, bool), "true or false"),
     ("run.skip_predicted_oom", lambda v: isinstance(v, bool), "true or false"),
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
+    ("profile.compile", lambda v: v is False or v in COMPILE_MODES, "`regional` or `off`"),
+    ("profile.checkpointing", lambda v: v is False or v == "auto" or is_plan(v),
+     "`auto` or a checkpointing plan: `off`, `every_<n>` (n >= 2), `all`, `all_offload` (null: the train group's "
+     "gradient_checkpointing)"),
+    ("profile.compile_dynamic", lambda v: isinstance(v, bool), "true, false, or null (static for fixed-length rows)"),
+    ("profile.compile_backend", lambda v: isinstance(v, str) and bool(v), "a torch.compile backend name (inductor)"),
     ("data.max_length_policy", lambda v: v in ("error", "warn", "drop"), "`error`, `warn` or `drop`"),
     ("data.chat", lambda v: isinstance(v, bool), "true or false"),
     ("train.truncation_mode", lambda v: v in ("keep_start", "keep_end"), "`keep_start` or `keep_end` (TRL's modes)"),

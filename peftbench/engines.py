@@ -54,17 +54,28 @@ class Engine:
     pins: tuple[str, ...] = ()  # distributions whose version pins must hold (engine.check_versions=false skips)
     modelled: bool = True  # the memory model describes its memory
     method_fact: str | None = None  # the Method registry field saying whether it runs a method (None: every method)
+    no_compile: str | None = None  # why profile.compile=regional is skipped under it (None: it composes)
 
+
+# Liger's kernels and regional compilation: every kernel but the loss ones (cross_entropy, fused_linear_cross_entropy)
+# patches a module inside the decoder layers (RoPE, RMSNorm, SwiGLU/GeGLU, LayerNorm), so it runs inside the compiled
+# region, where Dynamo fails to trace its Triton launches and breaks the graph at each one (results/h100 run 14:
+# `triton_kernel_wrap ... AttributeError`, LoRA 12777 vs 13226 tok/s). TRL's SFTTrainer refuses the fused linear
+# cross-entropy (it uses its own chunked LM head), and nothing of TRL's head calls the plain cross_entropy kernel.
+LIGER_IN_LAYERS = ("Liger's kernels patch modules inside the decoder layers (RoPE, RMSNorm, SwiGLU), where Dynamo does "
+                   "not trace their Triton launches (results/h100 run 14: a graph break at each, slower)")
+LIGER_LOSS_KERNELS = ("cross_entropy", "fused_linear_cross_entropy")  # outside the layers; TRL's head uses neither
 
 REGISTRY: dict[str, Engine] = {
     e.name: e
     for e in [
         Engine("peft", dist="peft"),
         Engine("liger", dist="liger-kernel", module="liger_kernel", needs_gpu="Liger's Triton kernels need",
-               liger=True),
+               liger=True, no_compile=LIGER_IN_LAYERS),
         Engine("unsloth", dist="unsloth", module="unsloth", needs_gpu="unsloth needs", child_process=True,
                loads_model=True, own_checkpointing=True, keeps_trl_loss=True, default_profile_only=True,
-               single_process=True, pins=("unsloth", "unsloth_zoo"), modelled=False, method_fact="unsloth"),
+               single_process=True, pins=("unsloth", "unsloth_zoo"), modelled=False, method_fact="unsloth",
+               no_compile="unsloth replaces the layers' forward with its own kernels and compiles what it compiles"),
     ]
 }  # fmt: skip
 ENGINES = tuple(REGISTRY)

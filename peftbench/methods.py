@@ -55,6 +55,14 @@ class Method:
     callback: str | None = None  # a TrainerCallback the method needs (trainer_callbacks): AdaLoRA's rank budget
     extra: str | None = None  # "module:extra": the package it imports and the pip extra that installs it
     needs_cuda: str | None = None  # why it cannot run without a CUDA GPU, if it cannot
+    # Why it cannot train with gradient checkpointing, if it cannot: every profile then turns checkpointing off for it
+    # and the record says why (profiles.choose)
+    no_checkpointing: str | None = None
+    # PEFT's tuner keeps the base model's forward as it was when PEFT wrapped it, so TRL's fused LM head (patched onto
+    # the base model's forward by SFTTrainer afterwards) is pointed at again once the trainer is built
+    # (trainer.follow_fused_head)
+    copies_forward: bool = False
+    no_compile: str | None = None  # why its layers cannot be compiled (profile.compile=regional is skipped), if so
 
     @property
     def summary(self) -> str:
@@ -115,6 +123,12 @@ def _peft(name: str, peft_type: str, **facts) -> Method:
     return Method(name, peft_type, **facts)
 
 
+# PEFT (peft_model.py, _setup_prompt_encoder): "prefix tuning now uses Cache but that won't work with gradient
+# checkpointing"; transformers' checkpointed decoder layers drop the cache (GradientCheckpointingLayer), so the prefix
+# is lost while the attention mask keeps its columns (run 20 on the H200: 2048 positions against a 2064-wide mask).
+_KV_PREFIX = ("PEFT: its trained prefix is a KV cache, which transformers' gradient-checkpointed decoder layers drop "
+              "(peft: 'does not work with gradient checkpointing')")
+
 REGISTRY: dict[str, Method] = {
     m.name: m
     for m in [
@@ -133,13 +147,14 @@ REGISTRY: dict[str, Method] = {
                needs_cuda="PEFT's replace_lora_weights_loftq computes on a CUDA device (torch.cuda.is_available() is "
                           "False here). Run it on a GPU machine, or use method=qlora."),
         _peft("vera", "VERA"),
-        _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False),
-        _peft("cartridge", "CARTRIDGE", mergeable=False),
+        _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False, no_checkpointing=_KV_PREFIX),
+        _peft("cartridge", "CARTRIDGE", mergeable=False, no_checkpointing=_KV_PREFIX),
         _peft("loha", "LOHA"),
         _peft("lokr", "LOKR"),
         _peft("adalora", "ADALORA", callback="adalora"),
         _peft("adamss", "ADAMSS", trainable=_weights_dependent),
-        _peft("adaption_prompt", "ADAPTION_PROMPT", mergeable=False),
+        # AdaptionPromptModel.__init__: `self.forward = self.model.forward`
+        _peft("adaption_prompt", "ADAPTION_PROMPT", mergeable=False, copies_forward=True),
         _peft("beft", "BEFT", mergeable=False),  # PEFT cannot merge it into a layer without a bias (Llama)
         _peft("boft", "BOFT", trainable=_boft_count),
         _peft("c3a", "C3A"),

@@ -82,13 +82,6 @@ def check_plan(plan: str, field_name: str = "profile.checkpointing") -> None:
                              f"profile.memory_budget_gib.") from None  # fmt: skip
 
 
-def trainer_checkpointing(plan: str) -> bool:
-    """SFTConfig's `gradient_checkpointing` for a plan: True only for `all` (the Trainer checkpoints every layer).
-    `every_<n>` and `all_offload` are applied to the model's layers by peftbench.regional, with the Trainer's flag
-    off so that it does not re-enable checkpointing on every layer."""
-    return plan == "all"
-
-
 # -- one point's setup ------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Setup:

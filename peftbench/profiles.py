@@ -1,12 +1,13 @@
 """Profiles: how a point is run, orthogonal to what is run. `default` is the user's own job; `fast` trades nothing
-in the result (same tokens per optimizer step, same loss) for speed: fused kernels, and the fastest checkpointing plan
-the memory model predicts to fit the memory budget (peftbench.planner).
+in the result (same tokens per optimizer step, same loss) for speed: regional torch.compile of the decoder layers
+(peftbench/regional.py; Liger's layer kernels off there, since Dynamo cannot trace them), a checkpointing plan
+chosen against the memory model (the fastest that fits the memory budget, peftbench.planner), fused AdamW, bf16
+adapters.
 
-Profile keys read here: `checkpointing` (`auto`, or a plan: off, every_<n>, all, all_offload; absent: the train
-group's gradient_checkpointing), `memory_budget_gib` (null: the GPU's memory x `memory_fraction`), `enforce_budget`
-(cap this process's CUDA memory at memory_budget_gib / memory_fraction, torch.cuda.set_per_process_memory_fraction,
-so `memory_budget_gib=21.6` behaves as a 24 GiB card on a larger GPU), `compile` (regional torch.compile of the decoder layers: the memory model
-counts compiled layers with the fused coefficients).
+Planner keys: `checkpointing` (`auto`, or a plan: off, every_<n>, all, all_offload; absent: the train group's
+gradient_checkpointing), `memory_budget_gib` (null: the GPU's memory x `memory_fraction`), `enforce_budget` (cap this
+process's CUDA memory at memory_budget_gib / memory_fraction, torch.cuda.set_per_process_memory_fraction, so
+`memory_budget_gib=21.6` behaves as a 24 GiB card on a larger GPU).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from peftbench import memory, methods, planner
+from peftbench import memory, methods, planner, regional
 from peftbench.errors import InputError
 
 
@@ -22,9 +23,30 @@ class ProfileError(InputError):
     """A profile that cannot run here (a missing optional extra); raised before any model loads."""
 
 
-def check(profile: dict[str, Any]) -> None:
-    """The profile group (as composed, {} for none): its extras must be installed."""
-    if profile.get("use_liger_kernel") and importlib.util.find_spec("liger_kernel") is None:  # engine=liger: engines.check
+def compile_mode(profile: dict[str, Any], method: Any, engine: Any) -> tuple[str, str | None]:
+    """(profile.compile for this point, why it was skipped): `off` where the method's or the engine's registry entry
+    says its layers cannot be compiled (`no_compile`), with that reason."""
+    mode = regional.normalised(profile.get("compile") or "off")
+    if mode == "off":
+        return "off", None
+    reason = (method is not None and method.no_compile) or (engine is not None and engine.no_compile)
+    if reason:
+        return "off", f"profile.compile={mode} skipped: {reason}"
+    return str(mode), None
+
+
+def liger_applies(profile: dict[str, Any], method: Any = None, engine: Any = None) -> bool:
+    """Whether the profile's Liger kernels would be applied: on, and the layers not compiled (or a kernel asked for
+    by name in profile.liger_kernel_config)."""
+    if not profile.get("use_liger_kernel"):
+        return False
+    compiled = compile_mode(profile, method, engine)[0] != "off"
+    return not compiled or any(dict(profile.get("liger_kernel_config") or {}).values())
+
+
+def check(profile: dict[str, Any], method: Any = None, engine: Any = None) -> None:
+    """The profile group (as composed, {} for none): the extras of what it applies to this point must be installed."""
+    if liger_applies(profile, method, engine) and importlib.util.find_spec("liger_kernel") is None:  # engine=liger: engines.check
         raise ProfileError(
             f"profile={profile.get('name')}: use_liger_kernel needs the Liger kernels, which are not installed. "
             'Install them with `pip install "peftbench[liger]"` (liger-kernel), or set profile.use_liger_kernel=false.'
@@ -95,10 +117,32 @@ def gpu_memory_gib() -> float | None:
     return torch.cuda.get_device_properties(0).total_memory / memory.GIB
 
 
-def compiled(profile: dict[str, Any]) -> bool:
-    """Whether the profile compiles the decoder layers (regional torch.compile, peftbench.regional)."""
-    value = profile.get("compile")
-    return bool(value) and str(value).lower() not in ("false", "off", "none", "no")
+def liger_under_compile(profile: dict[str, Any], model_config) -> tuple[dict[str, Any], str]:
+    """(SFTConfig keys, the record's note) for Liger under regional compilation: its layer kernels are off
+    (engines.LIGER_IN_LAYERS), except those named true in profile.liger_kernel_config, to measure one inside the
+    compiled layers. TRL's chunked LM head stays the loss."""
+    from peftbench import engines
+
+    asked = {k: v for k, v in dict(profile.get("liger_kernel_config") or {}).items() if v}
+    if not asked:
+        return {}, f"off under profile.compile=regional: {engines.LIGER_IN_LAYERS}"
+    flags = engines.liger_kernels(getattr(model_config, "model_type", ""), None)  # the apply function's defaults
+    config = {**{k: False for k in flags}, **{k: True for k in asked}}
+    return {"use_liger_kernel": True, "liger_kernel_config": config}, f"only {', '.join(sorted(asked))} (asked)"
+
+
+def compile_dynamic(profile: dict[str, Any], synthetic: bool) -> bool:
+    """profile.compile_dynamic, or by default: static shapes for fixed-length rows (synthetic data: one graph, no
+    recompile), dynamic sequence length otherwise (rows padded to the batch's longest have a new length nearly every
+    batch, and a static graph per length would run into Dynamo's recompile limit and fall back to eager)."""
+    value = profile.get("compile_dynamic")
+    return bool(value) if value is not None else not synthetic
+
+
+def compiles(point: Any) -> bool:
+    """Whether this point's decoder layers are compiled (compile_mode: profile.compile, unless a registry entry says
+    no_compile): the memory model counts compiled layers with the fused coefficients."""
+    return compile_mode(point.profile, point.method, point.engine)[0] != "off"
 
 
 def setup_of(point: Any, model_config, compiled_layers: bool | None = None, liger: bool | None = None) -> planner.Setup:
@@ -108,8 +152,8 @@ def setup_of(point: Any, model_config, compiled_layers: bool | None = None, lige
     return planner.Setup(
         method_cfg=point.method_cfg, model_config=model_config, model=str(cfg.model.get("config") or cfg.model.name),
         engine=engine.name, seq_len=int(point.seq_len), micro_batch=int(cfg.train.per_device_train_batch_size),
-        liger=point.uses_liger if liger is None else liger, bf16_adapters=point.bf16_adapters,
-        compiled=compiled(point.profile) if compiled_layers is None else compiled_layers, synthetic=point.synthetic,
+        liger=(point.uses_liger and not compiles(point)) if liger is None else liger, bf16_adapters=point.bf16_adapters,
+        compiled=compiles(point) if compiled_layers is None else compiled_layers, synthetic=point.synthetic,
         modelled_engine=engine.modelled, own_checkpointing=engine.own_checkpointing,
     )  # fmt: skip
 
@@ -143,25 +187,6 @@ def plan_fields(choice: planner.Choice) -> dict[str, Any]:
             "plan_that_fits": choice.fitting, "planner_note": choice.note}  # fmt: skip
 
 
-def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the SFTConfig keys this profile sets for this point, what the record should say about the choice), for a
-    resolved point (peftbench.point.Point: its profile, engine, the choices above, sequence length, method options).
-
-    The checkpointing plan is in `profile_choices.checkpointing_plan`; SFTConfig's gradient_checkpointing is set
-    only where the plan is chosen or fixed by the profile (planner.trainer_checkpointing: True for `all` alone)."""
-    out: dict[str, Any] = {}
-    info: dict[str, Any] = {"profile": point.profile_name}
-    if point.uses_liger:  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel
-        out["use_liger_kernel"] = True
-    plan, fields = checkpointing_plan(point, model_config, "regional" if compiled(point.profile) else "off",
-                                      bool(out.get("use_liger_kernel")))  # fmt: skip
-    if plan is not None:
-        out["gradient_checkpointing"] = planner.trainer_checkpointing(plan)
-    info.update(fields)
-    info["profile_choices"] = {**out, "checkpointing_plan": fields["checkpointing_plan"]}
-    return out, info
-
-
 def checkpointing_plan(point: Any, model_config, compile: str = "off", liger: bool = False) -> tuple[str | None, dict[str, Any]]:
     """(the plan peftbench sets on the layers, None where the Trainer's own checkpointing runs as the train group
     says, or the engine's own; the record's fields about the choice: planner.Choice through plan_fields).
@@ -174,6 +199,50 @@ def checkpointing_plan(point: Any, model_config, compile: str = "off", liger: bo
     if choice.how == "engine" or (choice.how == "train" and compile == "off"):
         return None, fields
     return choice.plan, fields
+
+
+def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the SFTConfig keys this profile sets for this point, what the record should say about the choice), for a
+    resolved point (peftbench.point.Point: its profile, engine, the choices above, sequence length, method options).
+
+    `profile_choices` holds the SFTConfig keys and, where peftbench sets the layers itself (regional.apply), `compile`
+    and `checkpointing_plan`; SFTConfig's gradient_checkpointing is then false (transformers' would checkpoint twice)."""
+    profile = point.profile
+    out: dict[str, Any] = {}
+    info: dict[str, Any] = {"profile": point.profile_name}
+    compile, skipped = compile_mode(profile, point.method, point.engine)
+    extra: dict[str, Any] = {}
+    if skipped:
+        extra["compile_skipped"] = skipped
+    if point.uses_liger:  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel
+        if compile == "off":
+            out["use_liger_kernel"] = True
+        else:
+            liger, extra["liger_kernels"] = liger_under_compile(profile, model_config)
+            out.update(liger)
+    if point.engine.own_checkpointing:  # set up with the model (unsloth: engine.gradient_checkpointing)
+        info["profile_choices"] = {**out, **extra}
+        return out, info
+    plan, fields = checkpointing_plan(point, model_config, compile, bool(out.get("use_liger_kernel")))
+    info.update(fields)
+    reason = point.method.no_checkpointing
+    checkpoints = (regional.parse_plan(plan)[0] > 0 if plan is not None
+                   else out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing")))  # fmt: skip
+    if reason and checkpoints:  # the method cannot train with it: off in every profile, and said so
+        out["gradient_checkpointing"] = False
+        plan = "off" if plan is not None else None
+        info["gradient_checkpointing_off"] = f"method={point.method_cfg['name']} cannot train with it: {reason}"
+    # the plan it runs: peftbench's, or the Trainer's own flag as a plan (the record's checkpointing_plan)
+    info["checkpointing_plan"] = plan if plan is not None else (
+        "all" if out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing")) else "off")
+    if plan is not None:
+        out["gradient_checkpointing"] = False  # the plan is set layer by layer by peftbench (regional.apply)
+        extra.update(compile=compile, checkpointing_plan=plan)
+        if compile != "off":
+            extra["compile_backend"] = str(profile.get("compile_backend") or "inductor")
+            extra["compile_dynamic"] = compile_dynamic(profile, point.synthetic)
+    info["profile_choices"] = {**out, **extra}
+    return out, info
 
 
 def enforce_cap_gib(profile: dict[str, Any]) -> float | None:

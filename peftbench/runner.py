@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from peftbench import (
     __version__, checks, console, data, distributed, engines, errors, evaluate, memory, methods, models, profiles, records,
-    validation,
+    regional, validation,
 )
 from peftbench.point import Point, own_overrides, sft_config
 
@@ -87,7 +87,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     import torch
     from peft import get_peft_model
     from peftbench.callback import PeftBenchCallback
-    from peftbench.trainer import sft_trainer_class
+    from peftbench.trainer import follow_fused_head, sft_trainer_class
 
     point = point if isinstance(point, Point) else Point.resolve(point)
     cfg, method_cfg, method, engine = point.cfg, point.method_cfg, point.method, point.engine
@@ -132,11 +132,19 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     choices, profile_info = profiles.choose(point, model.config)
     record.update(profile_info)
     args = sft_config(point, run_dir / "checkpoints", choices)
+    layers = profile_info["profile_choices"]  # `checkpointing_plan` (and `compile`): peftbench sets the layers itself
+    plan = layers.get("checkpointing_plan")
+    if plan is not None:
+        record.update(regional.apply(model, layers["compile"], plan, layers.get("compile_backend", "inductor"),
+                                     layers.get("compile_dynamic", False)))  # fmt: skip
+        record["engine_gradient_checkpointing"] = (
+            f"peftbench plan {plan} (torch.utils.checkpoint, use_reentrant=False)" if record["checkpointed_layers"]
+            else "off")  # fmt: skip
+    checkpointing = bool(args.gradient_checkpointing) if plan is None else regional.parse_plan(plan)[0] > 0
     if engine.modelled:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
-                                             bool(args.gradient_checkpointing), bool(args.use_liger_kernel),
-                                             bf16_adapters, plan=profile_info.get("checkpointing_plan"),
-                                             compiled=profiles.compiled(point.profile)))  # fmt: skip
+                                             checkpointing, bool(args.use_liger_kernel), bf16_adapters,
+                                             plan=record.get("checkpointing_plan"), compiled=profiles.compiles(point)))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     warmup = throughput_warmup(point, validation.planned_steps(args, len(train_set)))
     # The runner writes the record itself (with the recipe's identity), so the callback only measures.
@@ -155,11 +163,20 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
                                                  record["memory_traced_steps"]), *methods.trainer_callbacks(method_cfg)],
         optimizers=(optimizer, None),
     )
+    if method.copies_forward:
+        follow_fused_head(trainer.model)
+    if record.get("gradient_checkpointing_off"):
+        log.warning("%s: gradient checkpointing off: %s", record["run_id"], record["gradient_checkpointing_off"])
     record.update({k: v for k, v in engines.trainer_settings(engine, trainer.args, trainer.model).items()
                    if k not in record})  # fmt: skip
     console.quiet_trainer(trainer)
     trainer.train()
     record.update(callback.record())  # first: the runner's own eval and save times below are after training
+    if record.get("compile") == "regional":  # the warm-up steps' compile, kept out of tokens/s (throughput_warmup)
+        record["time_compile_s"] = regional.warmup_excess_s(callback.step_times, warmup)
+        record.update(regional.compile_stats())
+    if plan is not None:
+        regional.remove(model)  # evaluation and saving run the layers' own forward
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
     record["optimizer"] = f"{type(optimizer).__module__}.{type(optimizer).__name__}"
 

@@ -70,6 +70,20 @@ def every_position_scored() -> Iterator[None]:
         head._use_triton = original
 
 
+def follow_fused_head(model: torch.nn.Module) -> None:
+    """Point a PEFT tuner's copy of the base model's forward at the base model's forward as it is now.
+
+    SFTTrainer patches TRL's fused LM head onto the base model's `forward` after PEFT wrapped it (trl's
+    add_fused_lm_head on `get_base_model()`); a tuner that copied that forward when it wrapped (peft's
+    AdaptionPromptModel: `self.forward = self.model.forward`) keeps calling the unpatched one, which returns logits
+    where TRL's loss (its own and the lean step's) reads `log_probs`. Methods whose registry entry says
+    `copies_forward`."""
+    tuner = getattr(model, "base_model", None)
+    base = getattr(tuner, "model", None)
+    if tuner is not None and base is not None and "forward" in vars(tuner):
+        tuner.forward = base.forward
+
+
 def plain_nll_step(trainer: Any, model: torch.nn.Module, return_outputs: bool) -> bool:
     """Whether this compute_loss call is a training step whose loss is the plain NLL of TRL's fused LM head."""
     parallelism = getattr(trainer.accelerator, "parallelism_config", None)

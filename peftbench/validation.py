@@ -69,6 +69,11 @@ def step_errors(point: Point, args: Any, examples: int | None) -> list[str]:
                       f"the batch size, or give more data.")  # fmt: skip
     steps = planned_steps(args, examples)
     warmup = point.warmup_steps
+    compiled = profiles.compile_mode(point.profile, point.method, point.engine)[0] != "off"
+    if compiled and (warmup == 0 or (warmup is None and steps is not None and steps < 2)):
+        errors.append("run.warmup_steps: no warm-up step with profile.compile=regional, so the first step's compile "
+                      "would count in tokens/s. Set run.warmup_steps=1 or more (and train.max_steps above it), or "
+                      "profile.compile=off.")  # fmt: skip
     if steps is not None and warmup is not None and warmup >= steps:
         errors.append(f"run.warmup_steps: {warmup} >= the {steps} optimizer steps this point trains, so no step would "
                       f"be left to measure throughput on. Set run.warmup_steps below {steps} (e.g. "
@@ -171,7 +176,7 @@ def validate(point: Point | DictConfig, folder_errors: list[str] | None = None) 
         data.warn_once(f"peftbench: {note}")
     _gather(errors, evaluate.validate_point, cfg)
     _gather(errors, distributed.check_launch, cfg.train)
-    _gather(errors, profiles.check, point.profile)
+    _gather(errors, profiles.check, point.profile, point.method, point.engine)
     train_errors, args = train_group_errors(point)
     errors += train_errors
     model_config = None

@@ -10,8 +10,9 @@
 #   all         python -m peftbench -m method=$METHODS engine=peft,liger,unsloth  (the whole table as one sweep)
 #   peft_liger  the same for engine=peft,liger only
 #   fast        the same with profile=fast for $FAST_METHODS (engine=peft)
-#   fast_gc     profile=fast with the train group's gradient checkpointing kept on (profile.gradient_checkpointing=null)
-#   fast_offload  the same, checkpointed activations offloaded to host memory (transformers' offload=True)
+#   fast_gc     profile=fast as it was measured there (Liger, no compile) with every layer checkpointed
+#               (profile.compile=off profile.checkpointing=all)
+#   fast_offload  the same, checkpointed layers' inputs offloaded to pinned host memory (profile.checkpointing=all_offload)
 #   unsloth     the same sweep with engine=unsloth for $UNSLOTH_METHODS (writes the random-init checkpoint once,
 #               under PEFTBENCH_CACHE, default /tmp/peftbench-cache: 13 GB for 7B, not under OUTDIR)
 #   direct      scripts/unsloth_direct.py (no peftbench code) for $UNSLOTH_METHODS, same checkpoint, shapes, steps
@@ -51,10 +52,10 @@ print({d: m.version(d) for d in ("torch","transformers","peft","trl","bitsandbyt
     all)
       run all "${pb[@]}" method="$(csv $methods)" engine=peft,liger,unsloth ;;
     fast_gc)
-      run fast_gc "${pb[@]}" method="$(csv $fast_methods)" engine=peft profile=fast profile.gradient_checkpointing=null ;;
+      run fast_gc "${pb[@]}" method="$(csv $fast_methods)" engine=peft profile=fast profile.compile=off profile.checkpointing=all ;;
     fast_offload)
-      run fast_offload "${pb[@]}" method="$(csv $fast_methods)" engine=peft profile=fast profile.gradient_checkpointing=null \
-          +train.gradient_checkpointing_kwargs.offload=true ;;
+      run fast_offload "${pb[@]}" method="$(csv $fast_methods)" engine=peft profile=fast profile.compile=off \
+          profile.checkpointing=all_offload ;;
     peft_liger)
       run peft_liger "${pb[@]}" method="$(csv $methods)" engine=peft,liger ;;
     fast)

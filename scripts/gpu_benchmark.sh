@@ -5,15 +5,17 @@
 # baseline's tables (OUTDIR/stock_*.csv) into OUTDIR. Every command is echoed into OUTDIR/commands.txt.
 #
 #   scripts/gpu_benchmark.sh OUTDIR [SECTION...]      (default: all sections, in order)
-# Sections: env a_stock a_default a_each ab profile memory_trace a_fast qlora7b_mb1 qlora70b overhead measure b_stock
-# b_default
+# Sections: env a_stock a_default a_each ab profile memory_trace a_fast compile qlora7b_mb1 qlora70b overhead measure
+# b_stock b_default
 # Environment: BUNDLE (wheel folder, default .gpu/whl), PEFTBENCH_DATA (folder holding gsm8k/train.jsonl),
 # TOKENIZER (tokenizer folder for workload B), STEPS (optimizer steps per point, default 12), METHODS, B_METHODS,
-# FAST_METHODS and EACH_METHODS (default METHODS), PROFILE_METHODS (default lora; METHOD:PROFILE picks peftbench's
-# profile), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS
+# FAST_METHODS and EACH_METHODS (default METHODS), EACH_TIMEOUT (seconds per a_each process), PROFILE_METHODS
+# (default lora; METHOD:PROFILE picks peftbench's profile), OVERHEAD_STEPS (default STEPS), OVERHEAD_REPEATS (trainings per arm, default 3), OVERHEAD_ARMS
 # (default none,peftbench; see stock_baseline.py --arms),
 # AB_METHODS (default lora), AB_PROFILES (default "default fast"; a side may be LABEL=PROFILE,OVERRIDE,...),
-# AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora), MEASURE_METHODS (default lora).
+# AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora), MEASURE_METHODS (default lora),
+# COMPILE_POINTS (the `compile` section's points, METHOD:PLAN[:OVERRIDE,...], default: LoRA off every_2 every_4 all
+# all_offload, QLoRA off all all_offload), COMPILE_PROFILE (default fast).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
@@ -49,9 +51,13 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
     a_default)
       run peftbench_a_default "${pb[@]}" -m +recipe=family_7b_synthetic method="${methods// /,}" \
           run.name=a_default "run.results_dir=$out/results/a_default" "${common[@]}" ;;
-    a_each)  # each method in a fresh process, as the stock script runs them: nothing left over from an earlier point
+    a_each)  # each method in a fresh process, as the stock script runs them: nothing left over from an earlier point.
+             # EACH_TIMEOUT=S: each process is stopped after S seconds (timeout -k 10), so one slow point (GaLore's first
+             # step) cannot take the time of the methods after it; a stopped point leaves no record, its log says rc=124
+      limit=()
+      if [ -n "${EACH_TIMEOUT:-}" ]; then limit=(timeout -k 10 "$EACH_TIMEOUT"); fi
       for m in ${EACH_METHODS:-$methods}; do
-        run peftbench_a_each "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=a_each \
+        run peftbench_a_each "${limit[@]}" "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" run.name=a_each \
             "run.results_dir=$out/results/a_each" train.max_steps="$steps" "hydra.run.dir=$out/hydra/a_each_$m"
       done ;;
     ab)  # stock and peftbench's profiles alternated, a fresh process each, AB_ROUNDS times (order reversed every other
@@ -94,6 +100,18 @@ print({m.__name__: m.__version__ for m in (torch,transformers,peft,trl,bitsandby
       fast=${FAST_METHODS:-$methods}
       run peftbench_a_fast "${pb[@]}" -m +recipe=family_7b_synthetic method="${fast// /,}" profile=fast \
           run.name=a_fast "run.results_dir=$out/results/a_fast" "${common[@]}" ;;
+    compile)  # the fast profile's regional compile with each checkpointing plan: one fresh process and results
+              # folder per point, METHOD:PLAN[:OVERRIDE,...] (e.g. lora:all:profile.compile=off, or the planner's
+              # lora:auto:profile.memory_budget_gib=24); stock beside it with `a_stock`
+      for point in ${COMPILE_POINTS:-lora:off lora:every_2 lora:every_4 lora:all lora:all_offload qlora:off qlora:all qlora:all_offload}; do
+        IFS=: read -r m plan spec <<< "$point"
+        extra=()
+        if [ -n "$spec" ]; then IFS=, read -ra extra <<< "$spec"; fi
+        label=${m}_${plan}${spec:+_$(printf %s "$spec" | tr -c 'A-Za-z0-9_' _)}
+        run compile "${pb[@]}" +recipe=family_7b_synthetic sweep=none method="$m" profile="${COMPILE_PROFILE:-fast}" \
+            profile.checkpointing="$plan" "${extra[@]}" run.name=compile "run.results_dir=$out/results/compile_$label" \
+            train.max_steps="$steps" "hydra.run.dir=$out/hydra/compile_$label"
+      done ;;
     qlora7b_mb1)
       run qlora7b_mb1 "${pb[@]}" +recipe=qlora_7b model.init=random data=synthetic train.per_device_train_batch_size=1 \
           run.name=qlora7b_mb1 "run.results_dir=$out/results/qlora7b_mb1" run.warmup_steps=3 run.save_adapter=false \

@@ -57,6 +57,7 @@ def main(out: Path) -> None:
         if table is not None:
             print(f"## {run}\n\n{table.to_string()}\n")
     alternated(out)
+    compiled(out)
     overhead = out / "stock_overhead.csv"
     if overhead.exists():
         frame = pd.read_csv(overhead)
@@ -65,6 +66,34 @@ def main(out: Path) -> None:
         means = frame.groupby(arm).tokens_per_s.mean()
         for name in means.index.drop("none") if "none" in means else []:
             print(f"overhead {name} = {100 * (1 - means[name] / means['none']):+.2f}% of the tokens/s (mean per arm)\n")
+
+
+def compiled(out: Path) -> None:
+    """The `compile` section: one point per results folder (compile_<method>_<plan>[_<overrides>]), against the
+    stock script's row of the same method from the same call (stock_a.csv)."""
+    import json
+
+    records = [json.loads(p.read_text()) for p in sorted((out / "results").glob("compile_*/*/record.json"))]
+    if not records:
+        return
+    stock_path = out / "stock_a.csv"
+    stock = (pd.read_csv(stock_path).drop_duplicates("method", keep="last").set_index("method")
+             if stock_path.exists() else pd.DataFrame(columns=["tokens_per_s", "peak_allocated_gib"]))  # fmt: skip
+    rows = []
+    for rec in records:
+        base = stock.loc[rec["method"]] if rec["method"] in stock.index else None
+        tok, peak = rec.get("tokens_per_s"), rec.get("gpu_allocated_gib_peak")
+        rows.append({"point": Path(rec.get("config", {}).get("run", {}).get("results_dir", "")).name[len("compile_"):],
+                     "method": rec["method"], "status": rec["status"], "compile": rec.get("compile"),
+                     "plan": rec.get("checkpointing_plan"), "tok_s": tok, "peak_gib": peak,
+                     "predicted_gib": rec.get("predicted_peak_gib"),
+                     "x_stock": tok / base.tokens_per_s if base is not None and tok else None,
+                     "mem_x_stock": peak / base.peak_allocated_gib if base is not None and peak else None,
+                     "time_compile_s": rec.get("time_compile_s"), "graphs": rec.get("compile_graphs"),
+                     "breaks": rec.get("compile_graph_breaks"), "liger": rec.get("engine_kernels"),
+                     "error": (rec.get("error") or "")[:120]})  # fmt: skip
+    print(f"## Regional compile and checkpointing plans (workload A, one fresh process each)\n\n"
+          f"{pd.DataFrame(rows).to_string(index=False, float_format='{:.3f}'.format)}\n")
 
 
 def alternated(out: Path) -> None:

@@ -19,7 +19,7 @@ LAYERS = [
     ("orchestration", {"runner", "console"}),
     ("building blocks", {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots", "point",
                          "validation"}),
-    ("measurement", {"callback", "profiling", "trainer", "identity", "quantize"}),
+    ("measurement", {"callback", "profiling", "trainer", "identity", "quantize", "regional"}),
     ("ground floor", {"methods", "memory", "planner", "calibration", "metrics", "step_clock", "distributed", "records",
                       "errors", "paths"}),
 ]  # fmt: skip

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from omegaconf import open_dict
 
 from peftbench import methods, profiles
 from peftbench.methods import FAMILY, REGISTRY
@@ -124,16 +125,37 @@ def test_every_method_has_its_yaml_and_its_facts():
         assert method.activations in (None, "none", "shared_inputs", "lora", "dora", "ia3")
 
 
-def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpointing(tiny_cfg, monkeypatch):
-    from peftbench import models
+def cfg_for(cfg, name: str):
+    """`cfg` with its method group replaced by method `name`'s YAML (and its tiny-model options)."""
+    from omegaconf import OmegaConf
 
-    cfg = tiny_cfg("profile=fast", "method=loha")
-    config = models.load_config(cfg.model)
+    out = copy.deepcopy(cfg)
+    with open_dict(out):
+        out.method = OmegaConf.create(method_cfg(name))
+    return out
+
+
+def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpointing(tiny, tiny_cfg, monkeypatch):
+    """Every method the memory model does not cover keeps checkpointing under profile=fast, however much memory there
+    is, except a method that cannot train with it (`no_checkpointing`): off in both profiles, and the record says why."""
+    cfg = tiny_cfg("profile=fast", "train.gradient_checkpointing=true")
+    default = tiny_cfg("train.gradient_checkpointing=true")
+    config, _ = tiny
     monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 1e6)  # everything would fit
-    choices, info = profiles.choose(Point.resolve(cfg), config)
-    assert choices["gradient_checkpointing"] is True
-    lora = Point.resolve(tiny_cfg("profile=fast", "method=lora"))
-    assert profiles.choose(lora, config)[0]["gradient_checkpointing"] is False
+    not_modelled = [n for n, m in REGISTRY.items() if not m.modelled]
+    assert len(not_modelled) > 30 and "loha" in not_modelled
+    for name in not_modelled:
+        choices, info = profiles.choose(Point.resolve(cfg_for(cfg, name)), config)
+        cannot = REGISTRY[name].no_checkpointing is not None
+        # the fast profile's plan is peftbench's, layer by layer: transformers' own checkpointing is off under it
+        assert info["profile_choices"]["checkpointing_plan"] == ("off" if cannot else "all"), name
+        assert choices["gradient_checkpointing"] is False, name
+        assert ("gradient_checkpointing_off" in info) is cannot, name
+        default_choices = profiles.choose(Point.resolve(cfg_for(default, name)), config)[0]
+        assert default_choices.get("gradient_checkpointing", True) is not cannot, name
+    assert {n for n, m in REGISTRY.items() if m.no_checkpointing} == {"prefix_tuning", "cartridge"}  # PEFT's list
+    lora = profiles.choose(Point.resolve(cfg_for(cfg, "lora")), config)[1]
+    assert lora["profile_choices"]["checkpointing_plan"] == "off"
 
 
 def test_optimizer_states_at_the_7b_shape():
