@@ -442,12 +442,17 @@ def uses_stand_in_tokenizer(cfg: Any) -> bool:
 def _measuring_tokenizer(source: str, revision: str | None, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
-    from peftbench.models import ModelSourceError, local_folder
+    from peftbench.models import ModelSourceError, gguf_metadata_folder, local_folder
 
     path = resolve_path(source)
     try:
-        if path.endswith(".gguf"):  # the tokenizer alone, read from the GGUF metadata (no dequantized weights yet)
-            tokenizer = AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
+        # a GGUF file: the tokenizer alone, from the weights-free folder its metadata is cached in (models.load_tokenizer
+        # does the same; parsing the GGUF's vocabulary in Python takes seconds in every process). A missing file is
+        # handed to transformers as before, for its own error.
+        if path.endswith(".gguf"):
+            cached = gguf_metadata_folder(path)
+            tokenizer = (AutoTokenizer.from_pretrained(cached) if cached else
+                         AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name))  # fmt: skip
         else:
             tokenizer = AutoTokenizer.from_pretrained(local_folder(source), revision=revision,
                                                       trust_remote_code=trust_remote_code)  # fmt: skip

@@ -142,6 +142,7 @@ REGISTRY: dict[str, Method] = {
         Method("full", trains="all", unsloth=True, states="adamw_bf16", activations="shared_inputs"),
         _lora("rslora", bf16_adapters=True),
         _lora("pissa", bf16_adapters=True, meta_overrides=(("init_lora_weights", True),)),
+        _lora("olora", meta_overrides=(("init_lora_weights", True),)),  # its QR reads the weights: none on meta
         _lora("loraplus", optimizer="loraplus", bf16_adapters=True),
         Method("qlora_loftq", "LORA", quantize_4bit=True, activations="shared_inputs", init="loftq",
                needs_cuda="PEFT's replace_lora_weights_loftq computes on a CUDA device (torch.cuda.is_available() is "

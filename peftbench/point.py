@@ -53,7 +53,7 @@ class Point:
     bf16_adapters: bool  # adapters kept in the base dtype (profile.bf16_lora_adapters and the method allows it)
     trl_step_metrics: bool  # TRL's step as it is (its per-step host reads), see peftbench.trainer
     synthetic: bool  # synthetic token rows rather than a dataset
-    seq_len: int | None  # tokens per training row (data.seq_len, else train.max_length); None: not a number
+    seq_len: int | None  # tokens per training row (data.seq_len, else train.max_length); None: not an integer
     warmup_steps: int | None  # run.warmup_steps as given (None: the default, see runner.throughput_warmup)
     profile_steps: int  # run.profile_steps (0: off)
     memory_trace_steps: int  # run.memory_trace_steps (0: off)

@@ -280,7 +280,7 @@ def render(frame, rows: list[Row], recs, metric: str, note: str, images: dict[st
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def template(name: str) -> str:
     """A file of peftbench/templates/ (shipped in the wheel as package data): the page, its stylesheet, its script."""
     return importlib.resources.files("peftbench").joinpath("templates").joinpath(name).read_text(encoding="utf-8")

@@ -86,6 +86,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     engine's child process) is resolved here, as run_point resolved it."""
     import torch
     from peft import get_peft_model
+
     from peftbench.callback import PeftBenchCallback
     from peftbench.trainer import follow_fused_head, sft_trainer_class
 
@@ -96,7 +97,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     distributed.use_local_gpu()
     if torch.cuda.is_available():  # what earlier points of this process left allocated is inside this point's peak
         record["gpu_allocated_at_start_gib"] = torch.cuda.memory_allocated() / memory.GIB
-        record["gpu_total_gib"] = profiles.gpu_memory_gib()  # the capacity a failed row's predicted peak is read against
+        record["gpu_total_gib"] = profiles.gpu_memory_gib()  # what a failed row's predicted peak is read against
         record["memory_cap_enforced_gib"] = profiles.enforce_budget(point.profile)  # before this point allocates
 
     t0 = time.perf_counter()

@@ -116,7 +116,8 @@ def data_plan(data_cfg: Any, model_cfg: Any, args: Any, tokenizer: Any = None) -
 
 
 def model_config_checked(model_cfg: Any) -> Any:
-    """models.load_config, with transformers' OSError (no config, unreachable hub) as an input error naming the field."""
+    """models.load_config, with transformers' OSError (no config, unreachable hub) as an input error naming the
+    field."""
     try:
         return models.load_config(model_cfg)
     except (OSError, ValueError) as exc:
@@ -141,7 +142,8 @@ def _gather(errors: list[str], check: Any, *args: Any) -> Any:
 
 
 def _refuse(errors: list[str]) -> None:
-    """Raise every problem as one ConfigError; a single library-typed error (EvalError, MethodError...) keeps its type."""
+    """Raise every problem as one ConfigError; a single library-typed error (EvalError, MethodError...) keeps its
+    type."""
     unique = list(dict.fromkeys(errors))
     if len(_CAUGHT) == 1 and unique == list(dict.fromkeys(str(_CAUGHT[0]).split("\n"))):
         raise _CAUGHT[0]
@@ -183,7 +185,8 @@ def validate(point: Point | DictConfig, folder_errors: list[str] | None = None) 
     if sources_ok and not [e for e in errors if e.startswith(("model.", "method"))]:
         model_config = _gather(errors, model_config_checked, cfg.model)
         if model_config is not None:
-            _gather(errors, methods.validate, method_cfg, model_config, cfg.model.get("tokenizer") or cfg.model.name_or_path)
+            tokenizer = cfg.model.get("tokenizer") or cfg.model.name_or_path
+            _gather(errors, methods.validate, method_cfg, model_config, tokenizer)
             _gather(errors, methods.check_model, method_cfg, cfg.model)
             errors += max_length_errors(point, model_config)
     examples = None

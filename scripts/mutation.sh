@@ -16,11 +16,14 @@ modules=("$@")
 
 # Each module's tests: fast unit tests only (the CLI/subprocess tests of the same code are left out: too slow per
 # mutant). `not gone_from` leaves out test_scrub.py's end-to-end case, which runs the CLI twice; the memory tests leave
-# out those that only exercise PEFT.
+# out those that only exercise PEFT. The metrics selection takes from test_callback_parts.py only the tests of metrics'
+# own helpers (phases, marks, batch counts, tensor and file bytes, the RSS high-water mark), not its PEFT and datasets
+# cases.
 tests_for() {
     case $1 in
         records) echo '"tests/test_records_core.py", "tests/test_scrub.py", "-k", "not gone_from"' ;;
-        metrics) echo '"tests/test_metrics_core.py", "tests/test_memory_model.py", "-k", "steady_state or metrics"' ;;
+        metrics) echo '"tests/test_metrics_core.py", "tests/test_memory_model.py", "tests/test_callback_parts.py", "-k",
+                       "steady_state or metrics or pauses or batch_counts or trainable_tensor or saved_weights or high_water"' ;;
         memory) echo '"tests/test_memory_model.py", "tests/test_gpu_paths.py", "tests/test_methods.py", "-k",
                       "(memory or fast_profile or optimizer_states_at_the_7b) and not runner_counts and not without_liger"' ;;
         checks) echo '"tests/test_checks_core.py"' ;;

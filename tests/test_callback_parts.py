@@ -147,3 +147,25 @@ def test_the_kernels_high_water_mark_sees_a_peak_between_samples():
     assert after - before >= 0.24  # GiB: the peak stayed in the kernel's mark
     assert metrics.rss_gib() < after - 0.2  # while the resident size fell back
     assert metrics.reset_rss_high_water() and metrics.rss_high_water_gib() < after - 0.2
+
+
+def test_batch_counts_without_a_mask_or_positions_count_every_input_id():
+    ids = torch.tensor([[5, 6, 7, 8, 9], [1, 2, 3, 4, 5]])
+    tokens, rows, source = metrics.batch_counts({"input_ids": ids, "labels": ids})
+    assert (int(tokens), int(rows), source) == (10, 2, "input_ids")
+    embeds = torch.zeros(3, 4, 8)  # inputs_embeds stand in for the ids: 3 rows of 4 positions, hidden 8
+    tokens, rows, source = metrics.batch_counts({"inputs_embeds": embeds})
+    assert (int(tokens), int(rows), source) == (12, 3, "input_ids")
+    assert metrics.batch_counts({"input_ids": torch.tensor([4, 5, 6])})[:2] == (3, 3)  # one unbatched row
+    assert metrics.batch_counts({"labels": ids}) == (0, 0, "none")
+    one_d_mask = {"input_ids": ids, "attention_mask": torch.ones(5)}  # not a (batch, seq) mask: the ids count
+    assert metrics.batch_counts(one_d_mask)[2] == "input_ids"
+
+
+def test_batch_counts_of_multimodal_rope_positions_read_the_first_axis():
+    # (3, batch 1, seq 6) positions, as Qwen2-VL's RoPE gives them, of two packed sequences (4 and 2 tokens)
+    row = torch.tensor([[0, 1, 2, 3, 0, 1]])
+    positions = torch.stack([row, row * 0 + 5, row * 0 + 5])  # the other two axes would count no sequence start
+    tokens, rows, source = metrics.batch_counts({"input_ids": torch.ones(1, 6, dtype=torch.long),
+                                                 "position_ids": positions})  # fmt: skip
+    assert (int(tokens), int(rows), source) == (6, 2, "position_ids")

@@ -18,6 +18,7 @@ from peftbench.__main__ import exit_code
 from peftbench.report import write_report
 from peftbench.runner import run_id_for, run_point
 from peftbench.validation import validate
+
 from .test_report import H100, fake
 
 REPO = Path(__file__).resolve().parents[1]

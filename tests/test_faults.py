@@ -17,8 +17,8 @@ from peftbench import records
 from peftbench.runner import run_point
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEP = ["-m", "model=tiny_llama", "train=tiny", "train.max_steps=2", "eval=none", "run.report=false",
-         "data.max_train_samples=8", "data.max_eval_samples=2", "method=lora,ia3"]  # fmt: skip
+SWEEP = ["-m", "model=tiny_llama", "train=tiny", "train.max_steps=1", "eval=none", "run.report=false",
+         "data.max_train_samples=2", "data.max_eval_samples=2", "method=lora,ia3"]  # fmt: skip
 
 
 def cli(tmp_path: Path, results: Path, fault: str | None, *extra: str) -> subprocess.CompletedProcess:

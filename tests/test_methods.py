@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,14 @@ def test_every_family_method_trains_and_is_measured(tiny_cfg, method):
     adapter = Path(cfg.run.results_dir) / record["run_id"] / "adapter"
     on_disk = sum(p.stat().st_size for p in adapter.rglob("*.safetensors"))
     assert record["adapter_bytes"] == on_disk > 0
+    # and what those files hold is what trained: safetensors' own reader, tensor by tensor, counts the parameters
+    from safetensors import safe_open
+
+    saved_params = 0
+    for path in adapter.rglob("*.safetensors"):
+        with safe_open(str(path), framework="pt") as f:
+            saved_params += sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    assert saved_params == record["trainable_params"], method
     saved = json.loads((Path(cfg.run.results_dir) / record["run_id"] / "record.json").read_text())
     assert saved["status"] == "ok" and saved["run_id"] == record["run_id"]
 

@@ -117,15 +117,29 @@ def test_parallel_sweep_lands_in_one_table_with_exit_code(tmp_path):
     assert {rows["lora"]["cuda_visible_devices"], rows["bitfit"]["cuda_visible_devices"]} == {"0", "1"}
 
 
-def test_two_rank_ddp_run_writes_one_aggregated_record(tmp_path, tiny_cfg):
-    """torchrun, 2 CPU processes (gloo): one record, both ranks' peaks, tokens counted over both ranks. Independent
-    count: DDP with 2 x 2 samples per step sees the same samples as one process with 4, so the same real tokens."""
-    from peftbench.runner import run_point
+def topics_tokens(rows: int, max_length: int = 64) -> int:
+    """The test's own count of the real tokens of the first `rows` rows of the embedded task's train file, as TRL's
+    SFTTrainer builds them for the recipe's prompt/completion mapping: the text with EOS appended, cut at
+    train.max_length (the tokenizer's own files; SmolLM2 adds no BOS)."""
+    from transformers import AutoTokenizer
 
+    from peftbench.models import EMBEDDED_GGUF, local_folder
+
+    tok = AutoTokenizer.from_pretrained(local_folder(EMBEDDED_GGUF))
+    lines = (REPO / "peftbench" / "tasks" / "topics_train.jsonl").read_text().splitlines()[:rows]
+    texts = [f"Sentence: {r['sentence']}\nTopic: {r['topic']}{tok.eos_token}" for r in map(json.loads, lines)]
+    return sum(min(len(tok(t)["input_ids"]), max_length) for t in texts)
+
+
+def test_two_rank_ddp_run_writes_one_aggregated_record(tmp_path):
+    """torchrun, 2 CPU processes (gloo): one record, both ranks' peaks, tokens counted over both ranks. Independent
+    counts: 12 rows at 2 ranks x 2 rows x 3 steps is exactly one epoch, so every row is trained on once and the real
+    tokens are those of the 12 rows counted here from the data file; trainable parameters by LoRA's formula."""
     results = tmp_path / "results"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     proc = run_cli(
-        [f"run.results_dir={results}", f"hydra.run.dir={tmp_path / 'hydra'}", "+train.use_cpu=true"],
+        [f"run.results_dir={results}", f"hydra.run.dir={tmp_path / 'hydra'}", "+train.use_cpu=true",
+         "data.max_train_samples=12", "train.max_steps=3", "train.per_device_train_batch_size=2"],
         cwd=tmp_path, launcher=torchrun,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -135,10 +149,11 @@ def test_two_rank_ddp_run_writes_one_aggregated_record(tmp_path, tiny_cfg):
     assert record["rss_gib_peak"] == max(r["rss_gib_peak"] for r in record["per_rank"])
     assert record["tokens_per_s_per_gpu"] == pytest.approx(record["tokens_per_s"] / 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hydra", "results"]  # rank 1 wrote nothing here
-
-    single = run_point(tiny_cfg("train.per_device_train_batch_size=4", f"run.results_dir={tmp_path / 'single'}"))
-    assert single["world_size"] == 1 and single["strategy"] == "single"
-    assert record["real_tokens"] == single["real_tokens"] > 0
+    assert record["samples"] == 12 and record["steps"] == 3
+    assert record["real_tokens"] == topics_tokens(12) > 0
+    # LoRA r=16 on every linear of tiny_llama (hidden 64, kv 32, intermediate 128, 2 layers): r * (in + out) each
+    per_layer = 16 * ((64 + 64) + 2 * (64 + 32) + (64 + 64) + 2 * (64 + 128) + (128 + 64))
+    assert record["trainable_params"] == 2 * per_layer == 32768
 
 
 def test_cuda_memory_reads_allocated_reserved_and_requested_peaks(monkeypatch):
