@@ -69,7 +69,7 @@ def exit_code(statuses: list[str], environ: dict[str, str] = os.environ) -> int:
     return sweep.EXIT_FAILED if bad else sweep.EXIT_SKIPPED if skipped else 0
 
 
-SUBCOMMANDS = {"measure": "peftbench.measure"}  # `peftbench measure ...`: not a Hydra app, dispatched before it
+SUBCOMMANDS = {"measure": "peftbench.measure", "plan": "peftbench.plan"}  # `peftbench measure|plan ...`: not Hydra apps, dispatched before it
 
 
 # hydra/launcher options -> (the plugin module they need, its pip package). Both are in peftbench's `sweep` extra.
@@ -132,8 +132,8 @@ def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] in SUBCOMMANDS:
         import importlib
 
-        importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:])
-        return
+        code = importlib.import_module(SUBCOMMANDS[sys.argv[1]]).main(sys.argv[2:])
+        sys.exit(code or 0)
     problem = launcher_problem(sys.argv[1:]) or override_problem(sys.argv[1:])
     if problem:
         print(f"peftbench: {problem}", file=sys.stderr, flush=True)

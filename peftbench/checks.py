@@ -64,6 +64,7 @@ RULES: list[Rule] = [
     ("model.use_safetensors", lambda v: isinstance(v, bool), "true or false"),
     ("run.force", lambda v: isinstance(v, bool), "true or false"),
     ("run.save_adapter", lambda v: isinstance(v, bool), "true or false"),
+    ("run.skip_predicted_oom", lambda v: isinstance(v, bool), "true or false"),
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
     ("profile.compile", lambda v: v is False or v in COMPILE_MODES, "`regional` or `off`"),
     ("profile.checkpointing", lambda v: v is False or v == "auto" or is_plan(v),

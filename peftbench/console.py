@@ -131,3 +131,40 @@ def quiet_trainer(trainer) -> None:
     if not sys.stderr.isatty():
         trainer.remove_callback(ProgressCallback)
         trainer.remove_callback(PrinterCallback)
+
+
+def plan_lines(rows: list[dict[str, Any]], where: str) -> list[str]:
+    """The planner's block: per point, the predicted peak of each checkpointing plan (GiB; `*` the chosen one), the
+    budget, whether the chosen plan fits (else the plan that would), and the measured tokens/s of the chosen plan
+    where the calibration has one (peftbench.calibration). `peftbench plan` prints it; so does a sweep on a GPU."""
+    from peftbench.memory import PLANS
+
+    if not rows:
+        return []
+    first = rows[0]
+    lines = [f"{PREFIX}: plan for {where}; {first['model']}, seq {first['seq_len']} x micro-batch {first['micro_batch']}"
+             f" (predicted peak GiB per checkpointing plan, * = chosen)"]  # fmt: skip
+    plans = list(dict.fromkeys([*PLANS, *(r["choice"].plan for r in rows if r["choice"].plan)]))
+    width = max(len("point"), *(len(r["label"]) for r in rows))
+    header = f"  {'point':<{width}}  " + "  ".join(f"{p:>11}" for p in plans) + "   budget  chosen       fits  tokens/s"
+    lines.append(header)
+    for row in rows:
+        choice = row["choice"]
+        cells = []
+        for plan in plans:
+            value = choice.predicted_plans.get(plan)
+            text = "-" if value is None else f"{value:.2f}" + ("*" if plan == choice.plan else " ")
+            cells.append(f"{text:>11}")
+        budget = "-" if choice.budget_gib is None else f"{choice.budget_gib:.2f}"
+        fits = {True: "yes", False: "NO", None: "n/a"}[choice.fits]
+        chosen = choice.plan or "engine's"
+        if row["rate"] is not None:
+            rate = f"{row['rate'].tokens_per_s:,.0f} (measured, results/{row['rate'].source})"
+        else:
+            rate = "no calibration"
+        lines.append(f"  {row['label']:<{width}}  " + "  ".join(cells) + f"  {budget:>7}  {chosen:<11}  {fits:>4}  {rate}")
+        if choice.fits is False:
+            lines.append(f"  {'':<{width}}  -> {choice.warning()}")
+        elif choice.fits is None:
+            lines.append(f"  {'':<{width}}  -> {choice.note}")
+    return lines

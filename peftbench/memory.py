@@ -2,8 +2,9 @@
 
 It reads a method's facts (the `Method` registry entry handed in), never its name.
 
-Used twice: printed next to the measured peak (`predicted_peak_gib`), and by `profile=fast` to turn gradient
-checkpointing off only when the prediction without it fits the GPU. Counts, in bytes:
+Used three ways: printed next to the measured peak (`predicted_peak_gib`), by the planner (peftbench.planner) to
+pick the fastest checkpointing plan that fits the memory budget, and by `peftbench plan` before any GPU is used.
+Counts, in bytes:
 
 - weights: 2 per bf16 parameter; a 4-bit NF4 linear weight 0.5, plus double quantization's constants (one 8-bit
   absmax per 64-weight block, one fp32 absmax per 256 such blocks: 1/64 + 4/16384 per weight);
@@ -11,14 +12,31 @@ checkpointing off only when the prediction without it fits the GPU. Counts, in b
   build), times the bytes of the method's `states` fact (STATE_BYTES: fp32 adapters 16, bf16 ones 8, the model's own
   bf16 weights 6, 8-bit AdamW 4, GaLore/APOLLO's projected moments per linear);
 - activations per token and decoder layer, Llama-style block (bf16, SDPA attention, SwiGLU MLP), counted from the
-  tensors autograd saves: `ACT_H` bytes per hidden unit and `ACT_I` per MLP unit; with gradient checkpointing only
-  each layer's input (2h) stays, plus one layer recomputed during backward;
+  tensors autograd saves: `ACT_H` bytes per hidden unit and `ACT_I` per MLP unit (a layer's "full activations");
+- a checkpointing plan (PLANS; `plan_activations`) decides which layers keep them:
+  - `off`: every layer keeps its full activations;
+  - `every_<n>`: layers 0, n, 2n, ... (ceil(layers / n) of them, transformers' `every_n_layers` rule
+    `layer_index % n == 0`) keep only their bf16 input (2h bytes a token); the others keep full activations. The
+    backward walks down from the top: at its start every uncheckpointed layer holds its activations; when it reaches
+    the topmost checkpointed layer j, the layers above j are freed and j is recomputed (one layer's full activations)
+    beside the uncheckpointed layers below j. The peak is the larger of the two:
+    inputs + full x max(uncheckpointed layers, uncheckpointed layers below j + 1);
+  - `all`: every layer keeps only its input, plus one layer recomputed (the same formula, j the top layer);
+  - `all_offload`: as `all`, but the layer inputs are copied to pinned host memory as they are saved
+    (torch.autograd.graph.save_on_cpu(pin_memory=True)); on the GPU stay one layer's recompute and one layer input
+    in flight (the copy to or from the host); the inputs on the host (layers x 2h a token) are given apart as
+    `predicted_host_pinned_gib`, never counted in the GPU peak;
+- compiled decoder layers (regional torch.compile, `compiled=True`) are counted with the fused coefficients
+  (ACT_H_FUSED, ACT_I_FUSED): Inductor's partitioner saves the inputs of its fused regions and recomputes the
+  pointwise ops, as Liger's kernels do. An assumption, not yet checked against a committed GPU measurement;
 - the loss: nothing; TRL's SFTTrainer projects through the LM head in tiles (`add_fused_lm_head`) and never holds
   the (tokens x vocabulary) logits.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +49,47 @@ ACT_H_FUSED = 16
 ACT_I_FUSED = 2
 NF4_BYTES = 0.5 + 1 / 64 + 4 / 16384
 ALLOCATOR_SLACK = 1.05  # fragmentation of PyTorch's caching allocator between the pieces above
+# Checkpointing plans, fastest first by default (planner.fastest_first reorders them where a calibration measured
+# otherwise). `every_<n>` with any n >= 2 is a valid plan; these are the ones `profile.checkpointing=auto` tries.
+PLANS = ("off", "every_4", "every_2", "all", "all_offload")
+
+
+class PlanError(ValueError):
+    """A checkpointing plan string that is not one of the plans (the caller raises it as an input error)."""
+
+
+def parse_plan(plan: str) -> tuple[int | None, bool]:
+    """(checkpoint every n-th layer, or None for no checkpointing; whether saved inputs go to pinned host memory)."""
+    text = str(plan)
+    if text == "off":
+        return None, False
+    if text == "all":
+        return 1, False
+    if text == "all_offload":
+        return 1, True
+    if text.startswith("every_") and text[6:].isdigit() and int(text[6:]) >= 2:
+        return int(text[6:]), False
+    raise PlanError(f"`{text}` is not a checkpointing plan: use off, every_<n> (n >= 2: every n-th decoder layer "
+                    f"checkpointed), all, or all_offload (all, with the saved layer inputs in pinned host memory)")
+
+
+def checkpointed_layers(plan: str, layers: int) -> list[int]:
+    """Indices of the decoder layers a plan checkpoints: transformers' every_n_layers rule, `index % n == 0`."""
+    every, _ = parse_plan(plan)
+    return [] if every is None else [i for i in range(layers) if i % every == 0]
+
+
+def plan_activations(plan: str, layers: int, per_layer: float, layer_input: float) -> tuple[float, float]:
+    """(GPU activation bytes, pinned host bytes) of a plan, from one layer's full activations and its input."""
+    _, offload = parse_plan(plan)
+    ckpt = checkpointed_layers(plan, layers)
+    if not ckpt:
+        return layers * per_layer, 0.0
+    if offload:
+        return per_layer + layer_input, layers * layer_input
+    top = ckpt[-1]
+    below_top = top - (len(ckpt) - 1)  # uncheckpointed layers under the topmost checkpointed one
+    return len(ckpt) * layer_input + per_layer * max(layers - len(ckpt), below_top + 1), 0.0
 
 
 @dataclass
@@ -46,10 +105,19 @@ class Shape:
 
 
 def shape_of(model_config: Any) -> Shape:
-    """Counted from a meta-device build of the architecture: exact, and free."""
-    import torch
-    from transformers import AutoModelForCausalLM
+    """Counted from a meta-device build of the architecture: exact, and free (cached per architecture: a planner
+    asks once per plan)."""
+    return _shape_of(model_config.to_json_string())
 
+
+@functools.lru_cache(maxsize=8)
+def _shape_of(config_json: str) -> Shape:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    fields = json.loads(config_json)
+    fields.pop("quantization_config", None)  # a loaded 4-bit model's settings: the shapes are those of a plain build
+    model_config = AutoConfig.for_model(**fields)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(model_config)
     linears = [
@@ -132,9 +200,12 @@ def predict(
     gradient_checkpointing: bool,
     fused_kernels: bool = False,
     bf16_adapters: bool = False,
+    plan: str | None = None,
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """The pieces of the predicted peak, in GiB, and their sum `predicted_peak_gib`.
 
+    `plan` (PLANS, `every_<n>`) is the checkpointing plan; None reads `gradient_checkpointing` as `all` or `off`.
     `method` is the registry entry (its facts: `quantize_4bit`, `states`, `activations`, `adds_tokens`), `trainable`
     its predicted trainable count. A method with no `activations` fact is not modelled: the weights, states and
     trainable count are still given, `predicted_peak_gib` is None and `memory_model` says why."""
@@ -155,15 +226,14 @@ def predict(
     tokens = seq_len * micro_batch
     if method.adds_tokens:
         tokens += int(method_cfg.get("num_virtual_tokens", 16)) * micro_batch
-    act_h, act_i = (ACT_H_FUSED, ACT_I_FUSED) if fused_kernels else (ACT_H, ACT_I)
+    act_h, act_i = (ACT_H_FUSED, ACT_I_FUSED) if fused_kernels or compiled else (ACT_H, ACT_I)
     pattern = "shared_inputs" if bf16 and method.activations == "lora" else method.activations
     per_layer = tokens * (act_h * s.hidden + act_i * s.intermediate + extra_saved_per_token_layer(s, pattern))
-    if gradient_checkpointing:
-        activations = s.layers * tokens * 2 * s.hidden + per_layer
-    else:
-        activations = s.layers * per_layer
+    plan = plan if plan is not None else ("all" if gradient_checkpointing else "off")
+    activations, host = plan_activations(plan, s.layers, per_layer, tokens * 2 * s.hidden)
     parts["activations"] = activations
     out.update({f"predicted_{k}_gib": v / GIB for k, v in parts.items()})
     out["predicted_peak_gib"] = sum(parts.values()) * ALLOCATOR_SLACK / GIB
+    out["predicted_host_pinned_gib"] = host / GIB
     out["memory_model"] = "modelled"
     return out

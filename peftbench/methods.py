@@ -318,11 +318,13 @@ def _predicted_trainable(method_json: str, model_config_json: str) -> int | None
 
 
 def predict_memory(method_cfg: dict[str, Any], model_config, seq_len: int, micro_batch: int,
-                   gradient_checkpointing: bool, fused_kernels: bool = False, bf16_adapters: bool = False):
-    """memory.predict for this method, with its registry facts and its predicted trainable count."""
+                   gradient_checkpointing: bool, fused_kernels: bool = False, bf16_adapters: bool = False,
+                   plan: str | None = None, compiled: bool = False):
+    """memory.predict for this method, with its registry facts and its predicted trainable count (`plan`: a
+    checkpointing plan, memory.PLANS; None: `gradient_checkpointing` as `all` or `off`)."""
     return memory.predict(model_config, get_method(method_cfg["name"]), method_cfg,
                           predicted_trainable(method_cfg, model_config), seq_len, micro_batch, gradient_checkpointing,
-                          fused_kernels, bf16_adapters)
+                          fused_kernels, bf16_adapters, plan, compiled)
 
 
 def applicability_error(method_cfg: dict[str, Any], model_config) -> str | None:

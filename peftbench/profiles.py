@@ -1,7 +1,13 @@
 """Profiles: how a point is run, orthogonal to what is run. `default` is the user's own job; `fast` trades nothing
 in the result (same tokens per optimizer step, same loss) for speed: regional torch.compile of the decoder layers
 (peftbench/regional.py; Liger's layer kernels off there, since Dynamo cannot trace them), a checkpointing plan
-chosen against the memory model, fused AdamW, bf16 adapters.
+chosen against the memory model (the fastest that fits the memory budget, peftbench.planner), fused AdamW, bf16
+adapters.
+
+Planner keys: `checkpointing` (`auto`, or a plan: off, every_<n>, all, all_offload; absent: the train group's
+gradient_checkpointing), `memory_budget_gib` (null: the GPU's memory x `memory_fraction`), `enforce_budget` (cap this
+process's CUDA memory at memory_budget_gib / memory_fraction, torch.cuda.set_per_process_memory_fraction, so
+`memory_budget_gib=21.6` behaves as a 24 GiB card on a larger GPU).
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from peftbench import memory, methods, regional
+from peftbench import memory, methods, planner, regional
 from peftbench.errors import InputError
 
 
@@ -45,6 +51,43 @@ def check(profile: dict[str, Any], method: Any = None, engine: Any = None) -> No
             f"profile={profile.get('name')}: use_liger_kernel needs the Liger kernels, which are not installed. "
             'Install them with `pip install "peftbench[liger]"` (liger-kernel), or set profile.use_liger_kernel=false.'
         )
+    check_plan_options(profile)
+
+
+def check_plan_options(profile: dict[str, Any]) -> None:
+    """profile.checkpointing, memory_budget_gib, memory_fraction, enforce_budget: in range (what `peftbench plan`
+    checks too; it plans for another machine, so installed extras are not asked for)."""
+    requested = requested_plan(profile)
+    if requested not in (None, "auto"):
+        planner.check_plan(requested)
+    budget = profile.get("memory_budget_gib")
+    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
+        raise ProfileError(f"profile.memory_budget_gib: got {budget!r}; expected a positive number of GiB, or null for "
+                           f"the GPU's memory x profile.memory_fraction. Set it with profile.memory_budget_gib=24.")
+    fraction = profile.get("memory_fraction", 0.9)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ProfileError(f"profile.memory_fraction: got {fraction!r}; expected a number in (0, 1]. Set it with "
+                           f"profile.memory_fraction=0.9.")
+    enforce = profile.get("enforce_budget", False)
+    if not isinstance(enforce, bool):
+        raise ProfileError(f"profile.enforce_budget: got {enforce!r}; expected true or false.")
+    total = gpu_memory_gib()
+    cap = enforce_cap_gib(profile) if enforce and budget is not None else None
+    if cap is not None and total is not None and cap > total:
+        raise ProfileError(f"profile.enforce_budget: the cap memory_budget_gib / memory_fraction = {cap:.2f} GiB is more "
+                           f"than this GPU's {total:.2f} GiB, so it cannot be enforced. Lower profile.memory_budget_gib, "
+                           f"or set profile.enforce_budget=false.")
+
+
+def requested_plan(profile: dict[str, Any]) -> str | None:
+    """`auto`, a plan string, or None (the train group decides): profile.checkpointing, or the older
+    `profile.gradient_checkpointing: auto`."""
+    value = profile.get("checkpointing")
+    if value is None and profile.get("gradient_checkpointing") == "auto":
+        return "auto"
+    if value is False:  # YAML reads a bare `off` as false
+        return "off"
+    return None if value is None else str(value)
 
 
 def bf16_adapters(profile: dict[str, Any], method: Any) -> bool:
@@ -96,26 +139,66 @@ def compile_dynamic(profile: dict[str, Any], synthetic: bool) -> bool:
     return bool(value) if value is not None else not synthetic
 
 
-def checkpointing_plan(point: Any, model_config, compile: str, liger: bool) -> tuple[str | None, dict[str, Any]]:
-    """(the plan regional.apply sets, None for the train group's own transformers checkpointing; record fields).
+def compiles(point: Any) -> bool:
+    """Whether this point's decoder layers are compiled (compile_mode: profile.compile, unless a registry entry says
+    no_compile): the memory model counts compiled layers with the fused coefficients."""
+    return compile_mode(point.profile, point.method, point.engine)[0] != "off"
 
-    profile.checkpointing: a plan string as it is; `auto`: off when the memory model predicts the point fits in
-    profile.memory_fraction of the GPU without checkpointing, else `all` (the planner, peftbench/planner.py, picks
-    among every plan); null: train.gradient_checkpointing, as a plan when the layers are compiled."""
-    profile = point.profile
-    plan = regional.normalised(profile.get("checkpointing"))
-    if plan is None:
-        return (("all" if point.cfg.train.get("gradient_checkpointing") else "off") if compile != "off" else None), {}
-    if plan != "auto":
-        return str(plan), {}
-    total = gpu_memory_gib()
-    batch = int(point.cfg.train.per_device_train_batch_size)
-    predicted = methods.predict_memory(point.method_cfg, model_config, point.seq_len, batch,
-                                       gradient_checkpointing=False, fused_kernels=liger,
-                                       bf16_adapters=point.bf16_adapters)  # fmt: skip
-    peak = predicted["predicted_peak_gib"]  # None: the method is not modelled, so checkpointing stays on
-    fits = total is not None and peak is not None and peak <= float(profile.get("memory_fraction", 0.9)) * total
-    return ("off" if fits else "all"), {"predicted_peak_without_checkpointing_gib": peak}
+
+def setup_of(point: Any, model_config, compiled_layers: bool | None = None, liger: bool | None = None) -> planner.Setup:
+    """A resolved point's facts the memory model and the calibration read (`compiled_layers`, `liger`: as the
+    profile resolved them for this point, where the caller knows better than the config's switches)."""
+    cfg, engine = point.cfg, point.engine
+    return planner.Setup(
+        method_cfg=point.method_cfg, model_config=model_config, model=str(cfg.model.get("config") or cfg.model.name),
+        engine=engine.name, seq_len=int(point.seq_len), micro_batch=int(cfg.train.per_device_train_batch_size),
+        liger=(point.uses_liger and not compiles(point)) if liger is None else liger, bf16_adapters=point.bf16_adapters,
+        compiled=compiles(point) if compiled_layers is None else compiled_layers, synthetic=point.synthetic,
+        modelled_engine=engine.modelled, own_checkpointing=engine.own_checkpointing,
+    )  # fmt: skip
+
+
+def budget_gib(profile: dict[str, Any], total_gib: float | None) -> float | None:
+    return planner.budget(profile.get("memory_budget_gib"), total_gib, profile.get("memory_fraction", 0.9))
+
+
+def plan_point(point: Any, model_config, total_gib: float | None, gpu_name: str | None = None,
+               compiled_layers: bool | None = None, liger: bool | None = None) -> planner.Choice:
+    """The checkpointing plan of a resolved point on a GPU of `total_gib` (None: no GPU), as training chooses it."""
+    return planner.choose(setup_of(point, model_config, compiled_layers, liger), requested_plan(point.profile),
+                          budget_gib(point.profile, total_gib), bool(point.cfg.train.get("gradient_checkpointing")),
+                          gpu_name)  # fmt: skip
+
+
+def local_gpu_name() -> str | None:
+    """The planner's name of this machine's GPU (for the calibration), or None."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    found = planner.find_gpu(torch.cuda.get_device_name(0))
+    return found.name if found else None
+
+
+def plan_fields(choice: planner.Choice) -> dict[str, Any]:
+    """What the record says about the plan (beside profile_choices' checkpointing_plan)."""
+    return {"checkpointing_plan": choice.plan, "checkpointing_chosen_by": choice.how, "memory_budget_gib": choice.budget_gib,
+            "predicted_plans": dict(choice.predicted_plans), "predicted_plan_fits": choice.fits,
+            "plan_that_fits": choice.fitting, "planner_note": choice.note}  # fmt: skip
+
+
+def checkpointing_plan(point: Any, model_config, compile: str = "off", liger: bool = False) -> tuple[str | None, dict[str, Any]]:
+    """(the plan peftbench sets on the layers, None where the Trainer's own checkpointing runs as the train group
+    says, or the engine's own; the record's fields about the choice: planner.Choice through plan_fields).
+
+    profile.checkpointing `auto`: the planner's fastest plan predicted to fit the budget; a plan string: kept (and
+    flagged where it is predicted not to fit); absent: train.gradient_checkpointing, the user's own job, left to the
+    Trainer unless the layers are compiled (`compile` other than `off`), when it is a plan peftbench sets."""
+    choice = plan_point(point, model_config, gpu_memory_gib(), local_gpu_name(), compile != "off", liger)
+    fields = plan_fields(choice)
+    if choice.how == "engine" or (choice.how == "train" and compile == "off"):
+        return None, fields
+    return choice.plan, fields
 
 
 def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -149,6 +232,9 @@ def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
         out["gradient_checkpointing"] = False
         plan = "off" if plan is not None else None
         info["gradient_checkpointing_off"] = f"method={point.method_cfg['name']} cannot train with it: {reason}"
+    # the plan it runs: peftbench's, or the Trainer's own flag as a plan (the record's checkpointing_plan)
+    info["checkpointing_plan"] = plan if plan is not None else (
+        "all" if out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing")) else "off")
     if plan is not None:
         out["gradient_checkpointing"] = False  # the plan is set layer by layer by peftbench (regional.apply)
         extra.update(compile=compile, checkpointing_plan=plan)
@@ -157,3 +243,28 @@ def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
             extra["compile_dynamic"] = compile_dynamic(profile, point.synthetic)
     info["profile_choices"] = {**out, **extra}
     return out, info
+
+
+def enforce_cap_gib(profile: dict[str, Any]) -> float | None:
+    """The CUDA memory cap profile.enforce_budget sets: the card the budget stands for, memory_budget_gib /
+    memory_fraction (21.6 -> 24 GiB at 0.9), so the budget keeps the same headroom for the caching allocator's
+    fragmentation on the big GPU as on that card (the cap counts reserved memory; the prediction, allocated). None:
+    not asked, or no explicit budget (the budget is then the GPU's own, which needs no cap)."""
+    budget = profile.get("memory_budget_gib")
+    if not profile.get("enforce_budget") or budget is None:
+        return None
+    return float(budget) / float(profile.get("memory_fraction", 0.9))
+
+
+def enforce_budget(profile: dict[str, Any]) -> float | None:
+    """profile.enforce_budget=true on a GPU: cap this process's CUDA memory at enforce_cap_gib (PyTorch's own
+    set_per_process_memory_fraction: an allocation past it raises CUDA out of memory as the smaller card would).
+    Returns the cap in GiB, or None (and lifts an earlier point's cap in this process)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    total = gpu_memory_gib()
+    cap = enforce_cap_gib(profile)
+    torch.cuda.set_per_process_memory_fraction(1.0 if cap is None else min(1.0, cap / total), 0)
+    return cap

@@ -74,6 +74,7 @@ class Row:
     sources: list[str] = field(default_factory=list)  # results folders (and run names) the row's runs came from
     ranked_by: str = ""  # the metric its section ranks by (the asked-for one, or a fallback where it has no values)
     seeds: list[str] = field(default_factory=list)
+    plan: str = ""  # the checkpointing plan it ran with (checkpointing_plan), "" where the record cannot say
 
     def __post_init__(self) -> None:
         self.label = self.label or self.method
@@ -128,6 +129,19 @@ def point_config(rec: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def checkpointing_plan(rec: dict[str, Any]) -> str:
+    """The checkpointing plan a run trained with, from its record: the planner's `checkpointing_plan`; for records
+    written before it, an engine's own checkpointing (`unsloth`) or the Trainer's flag (`all` / `off`)."""
+    choices = rec.get("profile_choices") or {}
+    if choices.get("checkpointing_plan") or rec.get("checkpointing_plan"):
+        return str(choices.get("checkpointing_plan") or rec.get("checkpointing_plan"))
+    own = rec.get("engine_gradient_checkpointing")
+    if isinstance(own, str) and own and own != "off" and not own.startswith("transformers"):
+        return own
+    flag = choices.get("gradient_checkpointing", ((rec.get("config") or {}).get("train") or {}).get("gradient_checkpointing"))
+    return "" if flag is None else "all" if flag else "off"
+
+
 def variant_configs(recs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each record's config without what does not define the point (seed, run options): seeds of one point match."""
     out = []
@@ -172,6 +186,7 @@ def load_runs(results_dirs: str | Path | list):
     frame = records.to_frame(recs).reset_index(drop=True)
     frame["source"] = sources
     frame["method_r"] = [(rec.get("method_config") or {}).get("r") for rec in recs]  # LoRA's rank, for the folklore
+    frame["checkpointing_plan"] = [checkpointing_plan(rec) for rec in recs]
     for col in ("status", "method", "engine", "model"):
         if col not in frame:
             frame[col] = "ok" if col == "status" else "?"
@@ -340,7 +355,7 @@ def leaderboard(frame, metric: str) -> list[Row]:
             Row(keys[0], keys[1], keys[2], keys[3], "ok", len(group), values, bool(group["quality_valid"].all()),
                 run_ids=list(group["run_id"]), label=first["method_label"], sources=list(dict.fromkeys(group["source"])),
                 seeds=[plain(v) for v in group.get("seed", [])], predicted_peak_gib=float(group["predicted_peak_gib"].mean()),
-                gpu_capacity_gib=capacity_gib(keys[1], first.get("gpu_total_gib")))
+                gpu_capacity_gib=capacity_gib(keys[1], first.get("gpu_total_gib")), plan=str(first["checkpointing_plan"]))
         )  # fmt: skip
     for _, run in frame[frame["status"] != "ok"].iterrows():
         values = {c: (float(run[c]), float("nan")) for c in METRICS}
@@ -587,6 +602,56 @@ def did_not_finish(row: Row) -> str:
     return " · ".join(parts)
 
 
+# -- the speed-memory frontier: per method, every configuration measured (profiles, plans, engines) ------------------
+def frontier_label(row: Row) -> str:
+    """A frontier point's name: the row's label, its engine, its checkpointing plan (`lora (profile=fast) · peft ·
+    ckpt every_2`), so unsloth's and Liger's points say so on the plot."""
+    return f"{row.name(True)} · ckpt {row.plan}" if row.plan else row.name(True)
+
+
+def frontier_points(rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str = "tokens_per_s") -> list[dict[str, Any]]:
+    """Per (model, GPU, method) with two or more measured configurations: each one's peak memory (`x`) and tokens/s
+    (`y`), keyed by its row's identity, and whether it is on the method's Pareto front (no other configuration of
+    the method uses no more memory and runs no slower, and is better on one). report_plots draws these."""
+    ok = [r for r in rows if r.status == "ok" and not math.isnan(r.values[x][0]) and not math.isnan(r.values[y][0])]
+    out = []
+    for facet, method in dict.fromkeys((r.facet, r.method) for r in ok):
+        pts = [r for r in ok if r.facet == facet and r.method == method]
+        if len(pts) < 2:
+            continue
+        xy = [(r.values[x][0], r.values[y][0]) for r in pts]
+        front = set(pareto_indices(xy, METRICS[x][1], METRICS[y][1]))
+        for i, (r, (px, py)) in enumerate(zip(pts, xy)):
+            out.append({"key": r.key, "facet": facet, "method": method, "engine": r.engine, "plan": r.plan,
+                        "label": frontier_label(r), "x": px, "y": py, "front": i in front})  # fmt: skip
+    return out
+
+
+def pareto_indices(points: list[tuple[float, float]], higher_x: bool, higher_y: bool) -> list[int]:
+    """Indices of the points no other point beats on both axes (at least as good on both, better on one)."""
+    sx, sy = (1 if higher_x else -1), (1 if higher_y else -1)
+    return [i for i, (px, py) in enumerate(points)
+            if not any(sx * ox >= sx * px and sy * oy >= sy * py and (sx * ox > sx * px or sy * oy > sy * py)
+                       for j, (ox, oy) in enumerate(points) if j != i)]  # fmt: skip
+
+
+def frontier_markdown(rows: list[Row], x: str = "gpu_allocated_gib_peak") -> list[str]:
+    """The frontier as text: per method, the configurations on its front from least memory to most, then the rest."""
+    points = frontier_points(rows, x)
+    if not points:
+        return []
+    lines = ["", "## Speed–memory frontier", "", f"Per method, every configuration measured (profiles, checkpointing "
+             f"plans, engines): tokens/s against {METRICS[x][0]}. On the front: no other configuration of the method "
+             "uses no more memory and runs no slower.", ""]  # fmt: skip
+    for facet, method in dict.fromkeys((p["facet"], p["method"]) for p in points):
+        mine = sorted((p for p in points if (p["facet"], p["method"]) == (facet, method)), key=lambda p: (p["x"], -p["y"]))
+        text = lambda p: f"{p['label']} ({fmt_number(p['y'], 'tokens_per_s')} tok/s, {fmt_number(p['x'], x)} GiB)"  # noqa: E731
+        front = "; ".join(text(p) for p in mine if p["front"])
+        rest = "; ".join(text(p) for p in mine if not p["front"])
+        lines.append(f"- **{method}** ({facet_title(facet)}): front {front}" + (f"; dominated: {rest}" if rest else ""))
+    return lines
+
+
 def what_wins(rows: list[Row], facet: tuple[str, str]) -> str:
     """One paragraph per model × GPU, read off the leaderboard rows: best score (and what ties with it), fastest,
     smallest peak memory, best score per GiB. Says nothing it has no rows for."""
@@ -734,6 +799,7 @@ def render_markdown(frame, rows: list[Row], metric: str, note: str, images: dict
             cells += [fmt_cell(row, c) if row.status == "ok" else "" for c in cols]
             cells.append(did_not_finish(row) if row.status != "ok" else "")
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += frontier_markdown(rows, memory_metric(frame))
     claims = folklore(frame, rows)
     if claims:
         lines += ["", "## Folklore, measured", "", "Common claims beside what this folder's rows say (only the claims "

@@ -46,6 +46,8 @@ HELP = {
 CAPTIONS = {
     "pareto": "Pareto front, default axes (static PNG of the plot above)",
     "engines": "Engines per method on the memory-vs-speed plane (outlined: the method's Pareto front)",
+    "frontier": "Speed–memory frontier per method: every configuration measured (profiles, checkpointing plans, "
+                "engines), the Pareto front dashed",
     "loss_curves": "Training loss of every run (dashed: random-init weights)",
 }
 BARS = {"tokens_per_s": ("Throughput: real (non-padding) tokens per second over steady-state steps", False),
@@ -241,7 +243,7 @@ def render(frame, rows: list[Row], recs, metric: str, note: str, images: dict[st
     data = json.dumps(page_data(frame, rows, plot_cols), allow_nan=False).replace("</", "<\\/")
     boards = "".join(facet_section(frame, rows, cols, facet) for facet in facets(frame))
     imgs = []
-    for name in ("engines", "loss_curves"):
+    for name in ("frontier", "engines", "loss_curves"):
         if name in images:
             src = data_uri(Path(images[name]).read_bytes(), "image/png")
             imgs.append(f'<figure><img alt="{esc(name)}" src="{src}"><figcaption>{esc(CAPTIONS[name])}</figcaption></figure>')

@@ -12,7 +12,9 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from peftbench.report_data import METRICS, NO_ENGINE, Row, facet_title, facets, fmt_cell, fmt_number, standard_error
+from peftbench.report_data import (
+    METRICS, NO_ENGINE, Row, facet_title, facets, fmt_cell, fmt_number, frontier_points, pareto_indices, standard_error,
+)
 
 DOMINATED = "#b8b8b8"
 
@@ -25,19 +27,7 @@ def method_colours(names) -> dict[str, str]:
     return {name: "#%02x%02x%02x" % tuple(int(255 * c) for c in cmap(i % 10)[:3]) for i, name in enumerate(sorted(names))}
 
 
-def pareto_front(points: list[tuple[float, float]], higher_x: bool, higher_y: bool) -> list[int]:
-    """Indices of the points no other point beats on both axes (at least as good on both, better on one)."""
-    sx, sy = (1 if higher_x else -1), (1 if higher_y else -1)
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(
-            sx * ox >= sx * x and sy * oy >= sy * y and (sx * ox > sx * x or sy * oy > sy * y)
-            for j, (ox, oy) in enumerate(points)
-            if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return front
+pareto_front = pareto_indices  # the front's definition lives with the data (report_data), the plots draw it
 
 
 def _axes(n: int, width: float = 8.0, height: float = 3.6):
@@ -146,6 +136,42 @@ def plot_engines(path: Path, rows: list[Row], x: str = "gpu_allocated_gib_peak",
     return True
 
 
+def frontier_figure(rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str = "tokens_per_s"):
+    """Per method, every configuration measured on the memory-vs-speed plane (report_data.frontier_points), coloured
+    by engine, the Pareto front drawn through its points, every point labelled with its own row (engine and plan
+    included). None when no method has two configurations."""
+    points = frontier_points(rows, x, y)
+    if not points:
+        return None
+    panels = list(dict.fromkeys((p["facet"], p["method"]) for p in points))
+    fig, axes = _axes(len(panels), width=9.0, height=3.8)
+    for ax, (facet, method) in zip(axes, panels):
+        pts = [p for p in points if (p["facet"], p["method"]) == (facet, method)]
+        lo, hi = min(p["x"] for p in pts), max(p["x"] for p in pts)
+        span = (hi - lo) or max(abs(hi), 1.0) * 0.1
+        ax.set_xlim(lo - 0.08 * span, hi + 0.45 * span)  # room for the labels right of the points
+        for p in pts:
+            ax.scatter([p["x"]], [p["y"]], color=ENGINE_COLOURS.get(p["engine"], "C3"), s=70, zorder=3,
+                       edgecolor="black" if p["front"] else "none", label=p["engine"], gid=f"point:{p['key']}")  # fmt: skip
+        annotate_apart(ax, pts)
+        draw_front(ax, [(p["x"], p["y"]) for p in pts], {i for i, p in enumerate(pts) if p["front"]}, x, y)
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best", title="engine", title_fontsize=8)
+        ax.set_title(f"{method}: speed–memory frontier, {facet_title(facet)}\n(outlined, dashed: the Pareto front)",
+                     fontsize=10)
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_frontier(path: Path, rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str = "tokens_per_s") -> bool:
+    fig = frontier_figure(rows, x, y)
+    if fig is None:
+        return False
+    fig.savefig(path)
+    return True
+
+
 def bar_layout(rows: list[Row], col: str) -> list[dict[str, Any]]:
     """The bars of one metric, per facet, smallest first: each keyed by its row's identity and carrying its own name
     and value text, so a label can only ever sit on its own bar. The PNG and the HTML bars draw from this list."""
@@ -240,6 +266,7 @@ def write_plots(out: Path, frame, rows: list[Row], recs: list[dict[str, Any]], x
     plots = {
         "pareto": lambda p: plot_pareto(p, rows, x, y, colours),
         "engines": lambda p: plot_engines(p, rows, memory_col(rows), "tokens_per_s"),
+        "frontier": lambda p: plot_frontier(p, rows, memory_col(rows), "tokens_per_s"),
         "throughput": lambda p: plot_bars(p, rows, "tokens_per_s", colours),
         "trainable_params": lambda p: plot_bars(p, rows, "trainable_params", colours, log=True),
         "loss_curves": lambda p: plot_losses(p, frame, recs, colours),

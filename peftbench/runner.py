@@ -98,6 +98,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     if torch.cuda.is_available():  # what earlier points of this process left allocated is inside this point's peak
         record["gpu_allocated_at_start_gib"] = torch.cuda.memory_allocated() / memory.GIB
         record["gpu_total_gib"] = profiles.gpu_memory_gib()  # what a failed row's predicted peak is read against
+        record["memory_cap_enforced_gib"] = profiles.enforce_budget(point.profile)  # before this point allocates
 
     t0 = time.perf_counter()
     seq_len, bf16_adapters = point.seq_len, point.bf16_adapters
@@ -143,7 +144,8 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     checkpointing = bool(args.gradient_checkpointing) if plan is None else regional.parse_plan(plan)[0] > 0
     if engine.modelled:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
-                                             checkpointing, bool(args.use_liger_kernel), bf16_adapters))  # fmt: skip
+                                             checkpointing, bool(args.use_liger_kernel), bf16_adapters,
+                                             plan=record.get("checkpointing_plan"), compiled=profiles.compiles(point)))  # fmt: skip
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     warmup = throughput_warmup(point, validation.planned_steps(args, len(train_set)))
     # The runner writes the record itself (with the recipe's identity), so the callback only measures.
@@ -225,6 +227,23 @@ def profiler_callbacks(steps: int, warmup_steps: int, run_dir: Path, memory_trac
 failure_status = errors.failure_status  # skipped / the child's status / invalid / oom / failed
 
 
+def predicted_fit(point: Point, record: dict[str, Any], model_config: Any) -> None:
+    """Before the model loads: a point whose chosen checkpointing plan is predicted not to fit the GPU's budget (or
+    profile.memory_budget_gib) is flagged with the predicted peak and the plan that would fit; with
+    run.skip_predicted_oom=true it becomes a `skipped` row instead of loading and dying with CUDA out of memory."""
+    if model_config is None:
+        return
+    choice = profiles.plan_point(point, model_config, profiles.gpu_memory_gib(), profiles.local_gpu_name())
+    message = choice.warning()
+    if message is None:
+        return
+    record.update(profiles.plan_fields(choice))
+    record["predicted_peak_gib"] = choice.predicted_peak_gib
+    if point.cfg.run.get("skip_predicted_oom"):
+        raise errors.Skipped(f"run.skip_predicted_oom: {message}")
+    console.say(f"warning: {record['run_id']}: {message} (run.skip_predicted_oom=true skips such a point)")
+
+
 def run_point(cfg: DictConfig) -> dict[str, Any]:
     """Run one point and write its record; failures become records too. Returns the record.
 
@@ -257,7 +276,8 @@ def run_point(cfg: DictConfig) -> dict[str, Any]:
             shutil.rmtree(run_dir / "adapter", ignore_errors=True)  # from an attempt that never wrote an ok record
         start = time.perf_counter()
         try:
-            validation.validate(point, folder_errors)  # the folder was checked above
+            model_config = validation.validate(point, folder_errors)  # the folder was checked above
+            predicted_fit(point, record, model_config)
             base = base_row.ensure_base(cfg)  # the untrained model's scores: evaluated once, then read from results_dir
             child = engines.needs_child(point.engine)
             record = engines.train_in_child(cfg, record) if child else train_point(point, record)

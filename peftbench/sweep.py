@@ -78,9 +78,10 @@ def point_config(config: DictConfig, overrides: list[str], loader: Any) -> DictC
     return point
 
 
-def sweep_errors(config: DictConfig, loader: Any) -> tuple[list[str], int, int]:
+def sweep_errors(config: DictConfig, loader: Any, valid: list | None = None) -> tuple[list[str], int, int]:
     """(errors, points, finished): `validation.validate` on every point that will run (finished ones are skipped).
-    A point its engine cannot run here is no error: it runs to a `skipped` row with the reason (logged here too)."""
+    A point its engine cannot run here is no error: it runs to a `skipped` row with the reason (logged here too).
+    `valid`, when given, receives (overrides, config) of every point that validated and will run."""
     from peftbench import records
     from peftbench.engines import EngineUnavailable
     from peftbench.runner import run_id_for
@@ -97,6 +98,8 @@ def sweep_errors(config: DictConfig, loader: Any) -> tuple[list[str], int, int]:
                 finished += 1
                 continue
             validate(point)
+            if valid is not None:
+                valid.append((overrides, point))
         except EngineUnavailable as exc:
             log.warning("%s will be skipped: %s", label, exc)
         except Exception as exc:  # noqa: BLE001 - collect every point's error, report them together
@@ -184,12 +187,33 @@ class ValidateSweep(Callback):
         if config.hydra.sweeper.get("_target_") != BASIC_SWEEPER:
             log.info("sweeper %s: points are validated one by one as they start", config.hydra.sweeper._target_)
             return
-        errors, points, finished = sweep_errors(config, GlobalHydra.instance().config_loader())
+        valid: list = []
+        errors, points, finished = sweep_errors(config, GlobalHydra.instance().config_loader(), valid)
         if errors:
             print(f"peftbench: refusing the sweep, {len(errors)} of {points} points are invalid "
                   f"(nothing was loaded or trained):\n" + "\n".join(errors), file=sys.stderr, flush=True)  # fmt: skip
             sys.exit(EXIT_REFUSED)  # SystemExit passes through Hydra's error handler with its code intact
         log.info("validated %d sweep points before loading any model (%d finished, to be skipped)", points, finished)
+        print_plan(valid)
+
+
+def print_plan(points: list, total_gib: float | None = None, gpu_name: str | None = None) -> None:
+    """On a GPU (or for `total_gib`): the planner's block for the points about to run, before the first loads, as
+    `peftbench plan` prints it. A point the planner cannot read is left out; the block never stops a sweep."""
+    from peftbench import profiles
+    from peftbench.console import plan_lines
+    from peftbench.plan import plan_rows
+
+    if total_gib is None:
+        total_gib, gpu_name = profiles.gpu_memory_gib(), profiles.local_gpu_name()
+    if total_gib is None or not points:
+        return
+    try:
+        rows = plan_rows(points, total_gib, gpu_name)
+    except Exception as exc:  # noqa: BLE001 - the prediction is advice; the points were validated already
+        log.warning("plan not printed: %s: %s", type(exc).__name__, exc)
+        return
+    print("\n".join(plan_lines(rows, f"{gpu_name or 'this GPU'} ({total_gib:.2f} GiB)")), flush=True)
 
 
 class ScrubConfigDumps(Callback):

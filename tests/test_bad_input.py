@@ -284,6 +284,10 @@ CASES = [
     ("tokenizer folder without a tokenizer", _tokenizer_folder_without_tokenizer, "model.tokenizer"),
     ("pickle-only weights without opting out", _pickle_only_model, "model.use_safetensors"),
     ("unknown engine", ["engine=vllm"], "engine"),
+    # the checkpointing planner's options
+    ("not a checkpointing plan", ["+profile.checkpointing=every_1"], ("profile.checkpointing", "every_<n>")),
+    ("negative memory budget", ["+profile.memory_budget_gib=-24"], "profile.memory_budget_gib"),
+    ("skip_predicted_oom not a bool", ["run.skip_predicted_oom=perhaps"], "run.skip_predicted_oom"),
     # data files
     ("data file missing", ["data.path=/no/such/train.jsonl"], "data.path"),
     ("eval file missing", ["data.eval_file=/no/such/test.jsonl"], "data.eval_file"),

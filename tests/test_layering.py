@@ -20,7 +20,8 @@ LAYERS = [
     ("building blocks", {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots", "point",
                          "validation"}),
     ("measurement", {"callback", "profiling", "trainer", "identity", "quantize", "regional"}),
-    ("ground floor", {"methods", "memory", "metrics", "step_clock", "distributed", "records", "errors", "paths"}),
+    ("ground floor", {"methods", "memory", "planner", "calibration", "metrics", "step_clock", "distributed", "records",
+                      "errors", "paths"}),
 ]  # fmt: skip
 REPORT = {"report", "report_data", "report_html", "report_plots", "report_merge", "folklore"}  # reads records only
 REPORT_MAY_USE = {"records", "errors", "paths"} | REPORT
@@ -120,8 +121,8 @@ def test_the_ground_floor_imports_nothing_of_peftbench(name):
 
 
 # -- registries carry facts: the modules that dispatch on a method or an engine never compare its name --------------
-DISPATCHERS = ["runner", "validation", "point", "profiles", "memory", "callback", "sweep", "checks", "evaluate", "data",
-               "models", "trainer"]
+DISPATCHERS = ["runner", "validation", "point", "profiles", "memory", "planner", "plan", "callback", "sweep", "checks",
+               "evaluate", "data", "models", "trainer"]
 
 
 def name_comparisons(path: Path, names: set[str]) -> list[str]:

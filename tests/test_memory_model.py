@@ -1,6 +1,7 @@
 """The memory model, the fast profile's fit decision, steady-state rates and trainable counts, against values that
-come from outside the code under test: GPU peaks measured on an H100 (tests/fixtures/measured_peaks.csv, each row
-naming the committed record it was copied from), hand arithmetic, and a fake clock with known step times.
+come from outside the code under test: GPU peaks measured on an H100 and an H200 (tests/fixtures/measured_peaks.csv,
+each row naming the committed record it was copied from), hand arithmetic, and a fake clock with known step times.
+(The checkpointing planner's choices: tests/test_planner.py.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from peftbench.point import Point
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "measured_peaks.csv"
-H100_RESULTS = REPO / "results" / "h100"
+RESULTS = REPO / "results"
 # The measured points used each method's shipped hyperparameters; these are the ones the memory model reads.
 METHOD_OPTIONS = {"lora": {"r": 16}, "qlora": {"r": 16}, "dora": {"r": 16}, "ia3": {},
                   "prompt_tuning": {"num_virtual_tokens": 16}, "bitfit": {"add_biases": True}, "full": {}}  # fmt: skip
@@ -28,7 +29,7 @@ def measured_rows() -> list[dict]:
     lines = [line for line in FIXTURE.read_text().splitlines() if not line.startswith("#")]
     rows = list(csv.DictReader(lines))
     for row in rows:
-        for key in ("gradient_checkpointing", "fused_kernels", "bf16_adapters"):
+        for key in ("fused_kernels", "bf16_adapters"):
             row[key] = {"true": True, "false": False}[row[key]]
         for key in ("seq_len", "micro_batch"):
             row[key] = int(row[key])
@@ -38,8 +39,8 @@ def measured_rows() -> list[dict]:
 
 
 ROWS = measured_rows()
-ROW_IDS = [f"{r['method']}-{r['model_config']}-s{r['seq_len']}xb{r['micro_batch']}-"
-           f"{'gc' if r['gradient_checkpointing'] else 'nogc'}{'-liger' if r['fused_kernels'] else ''}"
+ROW_IDS = [f"{r['source'].split('/')[0]}-{r['method']}-{r['model_config']}-s{r['seq_len']}xb{r['micro_batch']}-"
+           f"{r['plan']}{'-liger' if r['fused_kernels'] else ''}"
            f"{'-bf16ad' if r['bf16_adapters'] else ''}" for r in ROWS]  # fmt: skip
 
 
@@ -49,7 +50,7 @@ def arch(name: str):
 
 def measured_method_cfg(row: dict) -> dict:
     """The method config the measured point ran with, as its record holds it."""
-    cfg = dict(json.loads((H100_RESULTS / row["source"]).read_text())["method_config"])
+    cfg = dict(json.loads((RESULTS / row["source"]).read_text())["method_config"])
     if cfg.get("prompt_tuning_init") == "TEXT":
         cfg["prompt_tuning_init"] = "RANDOM"  # the same parameters; TEXT would load the tokenizer
     return cfg
@@ -58,8 +59,8 @@ def measured_method_cfg(row: dict) -> dict:
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
 def test_predicted_peak_is_within_the_stated_tolerance_of_the_measured_gpu_peak(row):
     predicted = methods.predict_memory(measured_method_cfg(row), arch(row["model_config"]), row["seq_len"],
-                                       row["micro_batch"], row["gradient_checkpointing"], row["fused_kernels"],
-                                       row["bf16_adapters"])  # fmt: skip
+                                       row["micro_batch"], row["plan"] != "off", row["fused_kernels"],
+                                       row["bf16_adapters"], plan=row["plan"])  # fmt: skip
     error_pct = 100 * (predicted["predicted_peak_gib"] - row["measured_peak_gib"]) / row["measured_peak_gib"]
     assert row["low_pct"] <= error_pct <= row["high_pct"], (
         f"predicted {predicted['predicted_peak_gib']:.3f} GiB vs measured {row['measured_peak_gib']:.3f} GiB "
@@ -70,15 +71,18 @@ def test_predicted_peak_is_within_the_stated_tolerance_of_the_measured_gpu_peak(
 def test_fixture_rows_are_the_committed_measurements_they_name():
     """Each fixture row equals its record (peak, method, shape, checkpointing, kernels, adapter dtype), so the
     fixture cannot drift from the measurement it quotes."""
-    assert len(ROWS) == 17 and {r["method"] for r in ROWS} == set(METHOD_OPTIONS)
+    assert len(ROWS) == 29 and {r["method"] for r in ROWS} == set(METHOD_OPTIONS)
+    assert {r["source"].split("/")[0] for r in ROWS} == {"h100", "h200"}
     for row in ROWS:
-        record = json.loads((H100_RESULTS / row["source"]).read_text())
+        record = json.loads((RESULTS / row["source"]).read_text())
+        assert record["gpu_name"] == {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}[row["source"].split("/")[0]]
         cfg, choices = record["config"], record.get("profile_choices") or {}
         assert record["status"] == "ok" and record["method"] == row["method"], row["source"]
         assert record["gpu_allocated_gib_peak"] == pytest.approx(row["measured_peak_gib"], abs=1e-6)
         assert cfg["model"]["config"] == row["model_config"] and cfg["data"]["seq_len"] == row["seq_len"]
         assert cfg["train"]["per_device_train_batch_size"] == row["micro_batch"]
-        assert choices.get("gradient_checkpointing", cfg["train"]["gradient_checkpointing"]) == row["gradient_checkpointing"]
+        checkpointing = choices.get("gradient_checkpointing", cfg["train"]["gradient_checkpointing"])
+        assert choices.get("checkpointing_plan", {True: "all", False: "off"}[checkpointing]) == row["plan"]
         assert bool(choices.get("use_liger_kernel")) == row["fused_kernels"]
         assert (record.get("adapter_dtype") == "base (bf16)") == row["bf16_adapters"]
         for key, value in METHOD_OPTIONS[row["method"]].items():
@@ -126,43 +130,71 @@ def test_memory_model_parts_on_llama2_7b_by_hand():
     assert pt["predicted_activations_gib"] * gib == pytest.approx(4128 * (32 * 2 * 4096 + 34 * 4096 + 8 * 11008))
 
 
-# -- the fast profile's decision: checkpointing off exactly when the prediction fits memory_fraction of the GPU ------
+# -- checkpointing plans (memory.PLANS, every_<n>) by hand on Llama-2-7B LoRA r16, seq 2048 x mb 2 (4096 tokens) ------
+LORA_7B_LAYER = 1_222_639_616  # one layer's full activations (test above): 4096 x (34h + 8i + 2(6h + i))
+LORA_7B_INPUT = 4096 * 4096 * 2  # one layer's bf16 input: 33_554_432
+
+
 @pytest.mark.parametrize(
-    "fraction,checkpointing",
-    [(0.5, True), (0.5624, True), (0.5625, False), (0.6, False), (0.9, False)],  # 45 GiB of 80 = 0.5625
-)
-def test_fast_profile_fits_by_memory_fraction(tiny_cfg, monkeypatch, fraction, checkpointing):
-    seen = {}
+    "plan,activations,host",
+    [
+        ("off", 32 * LORA_7B_LAYER, 0),
+        # layers 0, 2, ..., 30 keep their input; at the backward's start the 16 others hold everything; when layer 30 is
+        # recomputed the 15 uncheckpointed layers below it still do: max(16, 15 + 1) = 16 full layers
+        ("every_2", 16 * LORA_7B_INPUT + 16 * LORA_7B_LAYER, 0),
+        # layers 0, 4, ..., 28 (8); 24 uncheckpointed; below layer 28: 28 - 7 = 21, + its recompute = 22: max 24
+        ("every_4", 8 * LORA_7B_INPUT + 24 * LORA_7B_LAYER, 0),
+        # layers 0, 3, ..., 30 (11); 21 uncheckpointed; below 30: 30 - 10 = 20, + 1 = 21
+        ("every_3", 11 * LORA_7B_INPUT + 21 * LORA_7B_LAYER, 0),
+        # layers 0, 7, 14, 21, 28 (5): 27 uncheckpointed; below 28: 24 + 1 = 25: max 27
+        ("every_7", 5 * LORA_7B_INPUT + 27 * LORA_7B_LAYER, 0),
+        ("all", 32 * LORA_7B_INPUT + LORA_7B_LAYER, 0),
+        # inputs in pinned host memory (32 of them: exactly 1 GiB); on the GPU one recompute and one input in flight
+        ("all_offload", LORA_7B_LAYER + LORA_7B_INPUT, 32 * LORA_7B_INPUT),
+    ],
+)  # fmt: skip
+def test_checkpointing_plans_on_llama2_7b_by_hand(plan, activations, host):
+    config, gib = arch("llama2_7b"), 1024**3
+    pred = methods.predict_memory(method_cfg_of("lora"), config, 2048, 2, gradient_checkpointing=False, plan=plan)
+    assert pred["predicted_activations_gib"] * gib == pytest.approx(activations)
+    assert pred["predicted_host_pinned_gib"] * gib == pytest.approx(host)
+    rest = 13_476_831_232 + 39_976_960 * 16  # bf16 weights + fp32 LoRA states (test above)
+    assert pred["predicted_peak_gib"] * gib == pytest.approx(1.05 * (rest + activations))
 
-    def predict(method_cfg, model_config, seq_len, micro_batch, gradient_checkpointing, fused_kernels=False,
-                bf16_adapters=False):  # fmt: skip
-        seen.update(gc=gradient_checkpointing, fused=fused_kernels, bf16=bf16_adapters, seq=seq_len, mb=micro_batch)
-        return {"predicted_peak_gib": 45.0}
 
-    monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
-    monkeypatch.setattr(methods, "predict_memory", predict)
-    cfg = tiny_cfg("profile=fast", f"profile.memory_fraction={fraction}")
-    out, info = profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
-    assert info["profile_choices"]["checkpointing_plan"] == ("all" if checkpointing else "off")
-    assert info["predicted_peak_without_checkpointing_gib"] == 45.0
-    assert out == {"gradient_checkpointing": False}  # the plan is set layer by layer (peftbench/regional.py)
-    # the prediction it compared is the one without checkpointing, with bf16 LoRA adapters, and without Liger's
-    # kernels: under the fast profile's regional compile they are off
-    assert seen == {"gc": False, "fused": False, "bf16": True, "seq": 64, "mb": 2}
-    cfg = tiny_cfg("profile=fast", f"profile.memory_fraction={fraction}", "profile.compile=off")
-    profiles.choose(Point.resolve(cfg), arch("tiny_llama"))
-    assert seen["fused"] is True  # the layers not compiled: Liger's kernels, and the prediction with them
+def test_compiled_layers_use_the_fused_coefficients_and_plans_order_by_memory():
+    config, gib = arch("llama2_7b"), 1024**3
+    cfg = method_cfg_of("lora")
+    compiled = methods.predict_memory(cfg, config, 2048, 2, False, bf16_adapters=True, plan="off", compiled=True)
+    # 16 B a hidden unit, 2 an MLP unit, bf16 adapters' shared inputs 2(3h + i): 4096 x 134_144 a layer, 32 layers
+    assert compiled["predicted_activations_gib"] * gib == pytest.approx(32 * 4096 * (16 * 4096 + 2 * 11008 + 46_592))
+    peaks = [methods.predict_memory(cfg, config, 2048, 2, False, plan=p)["predicted_peak_gib"] for p in memory.PLANS]
+    assert peaks == sorted(peaks, reverse=True)  # off, every_4, every_2, all, all_offload: each needs less
 
 
-def test_fast_profile_keeps_checkpointing_without_a_gpu_or_a_prediction(tiny_cfg, monkeypatch):
-    monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: None)
-    cfg = tiny_cfg("profile=fast", "profile.memory_fraction=1.0")
-    plan = lambda point: profiles.choose(point, arch("tiny_llama"))[1]["profile_choices"]["checkpointing_plan"]  # noqa: E731
-    assert plan(Point.resolve(cfg)) == "all"
-    monkeypatch.setattr(profiles, "gpu_memory_gib", lambda: 80.0)
-    monkeypatch.setattr(methods, "predict_memory", lambda *a, **k: {"predicted_peak_gib": None})  # not modelled
-    vera = Point.resolve(tiny_cfg("profile=fast", "profile.memory_fraction=1.0", "method=vera"))
-    assert plan(vera) == "all"
+def test_checkpointed_layers_are_the_ones_transformers_every_n_layers_sets():
+    """The plan's layers are the ones transformers itself checkpoints for every_n_layers=n (its own flags, read off a
+    model), so the memory model counts the layers training will checkpoint."""
+    import inspect
+
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    model = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=7,
+                                                         num_attention_heads=2, vocab_size=64))  # fmt: skip
+    if "every_n_layers" not in inspect.signature(model.gradient_checkpointing_enable).parameters and \
+            "every_n_layers" not in inspect.signature(getattr(model, "activation_checkpointing_enable", print)).parameters:
+        pytest.skip("this transformers has no every_n_layers")
+    for n in (2, 3, 4):
+        model.activation_checkpointing_enable(every_n_layers=n)
+        flags = [i for i, layer in enumerate(model.model.layers) if layer.gradient_checkpointing]
+        assert memory.checkpointed_layers(f"every_{n}", 7) == flags
+    assert memory.checkpointed_layers("all", 7) == list(range(7)) and memory.checkpointed_layers("off", 7) == []
+
+
+@pytest.mark.parametrize("bad", ["every_1", "every_0", "every_x", "every_", "none", "", "ALL", "all-offload"])
+def test_a_string_that_is_no_plan_is_refused(bad):
+    with pytest.raises(memory.PlanError, match="not a checkpointing plan"):
+        memory.parse_plan(bad)
 
 
 # -- steady-state rates from a fake clock --------------------------------------------------------------------------

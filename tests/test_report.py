@@ -428,3 +428,73 @@ def test_folklore_only_where_rows_exist(tmp_path):
     assert "Full fine-tuning of a 7B model needs ~84-112 GB" in folk
     assert "Δ -0.020 ± 0.028 (within one combined stderr: tied)" in folk
     assert "QLoRA" not in folk  # no QLoRA row here: the claim is not shown
+
+
+# -- the speed-memory frontier: every configuration of a method, its Pareto front, each point labelled by identity ----
+# (engine, profile, checkpointing plan as the record says it, tokens/s, peak GiB); on the front by hand (less memory,
+# more speed): unsloth (least memory), fast every_2 (faster than unsloth at more memory), fast off (fastest); Liger
+# and the default profile use more memory than unsloth and run slower: dominated.
+FRONTIER_ROWS = [
+    ("peft", "default", None, 6639.2, 15.25, False),
+    ("liger", "default", None, 8270.9, 15.04, False),
+    ("unsloth", "default", "unsloth", 9925.8, 13.88, True),
+    ("peft", "fast", "off", 12963.2, 29.32, True),
+    ("peft", "fast", "every_2", 11000.0, 23.00, True),
+]
+
+
+@pytest.fixture
+def frontier_table(tmp_path) -> Path:
+    results = tmp_path / "frontier"
+    for i, (engine, profile, plan, tps, peak, _) in enumerate(FRONTIER_ROWS):
+        rec = fake("lora", 0, H100, score=None, engine=engine, tokens_per_s=tps, gpu_allocated_gib_peak=peak,
+                   run_id=f"lora-{engine}-{profile}-{plan}-{i}")  # fmt: skip
+        rec["config"].update(profile={"name": profile, "checkpointing": plan if profile == "fast" else None},
+                             engine={"name": engine}, train={"seed": 0, "gradient_checkpointing": True})  # fmt: skip
+        if plan == "unsloth":
+            rec["engine_gradient_checkpointing"] = "unsloth"  # what an unsloth record says (results/h100/engines)
+        elif profile == "fast":
+            rec["profile_choices"] = {"gradient_checkpointing": plan == "all", "checkpointing_plan": plan}
+        records.write_record(results, rec, rebuild=False)
+    records.write_record(results, fake("qlora", 0, H100, score=None), rebuild=False)  # one config: no panel
+    records.write_table(results)
+    return results
+
+
+def test_frontier_points_front_and_labels(frontier_table):
+    frame, _ = report.load_runs(frontier_table)
+    points = report.frontier_points(report.leaderboard(frame, "tokens_per_s"))
+    assert {p["method"] for p in points} == {"lora"} and len(points) == 5
+    by_engine_plan = {(p["engine"], p["plan"]): p for p in points}
+    expected = {("peft", "all"): False, ("liger", "all"): False, ("unsloth", "unsloth"): True, ("peft", "off"): True,
+                ("peft", "every_2"): True}  # the record's plan, or the Trainer's flag for the older ones  # fmt: skip
+    assert {k: p["front"] for k, p in by_engine_plan.items()} == expected
+    assert by_engine_plan[("unsloth", "unsloth")]["label"] == "lora · unsloth · ckpt unsloth"
+    assert by_engine_plan[("peft", "every_2")]["label"].endswith(" · peft · ckpt every_2")
+    assert by_engine_plan[("liger", "all")]["label"] == "lora · liger · ckpt all"
+
+
+def test_frontier_png_labels_each_point_with_its_own_row(frontier_table, tmp_path):
+    from peftbench.report_plots import ENGINE_COLOURS, frontier_figure
+
+    frame, _ = report.load_runs(frontier_table)
+    rows = report.leaderboard(frame, "tokens_per_s")
+    points = {p["key"]: p for p in report.frontier_points(rows)}
+    ax = frontier_figure(rows).axes[0]
+    labels = {t.get_gid().removeprefix("label:"): t for t in ax.texts}
+    assert set(labels) == set(points)
+    for key, text in labels.items():
+        assert text.get_text() == points[key]["label"] and text.xy == (points[key]["x"], points[key]["y"])
+    dots = {c.get_gid().removeprefix("point:"): c for c in ax.collections if c.get_gid()}
+    for key, dot in dots.items():
+        assert tuple(dot.get_offsets()[0]) == (points[key]["x"], points[key]["y"])
+        colour = "#%02x%02x%02x" % tuple(int(round(255 * c)) for c in dot.get_facecolor()[0][:3])
+        assert colour == ENGINE_COLOURS[points[key]["engine"]]
+    line = ax.lines[0]  # the dashed front: through the three front points, by memory
+    assert list(zip(line.get_xdata(), line.get_ydata())) == [(13.88, 9925.8), (23.0, 11000.0), (29.32, 12963.2)]
+    paths = report.write_report(frontier_table, tmp_path / "out")
+    md, html = paths["md"].read_text(), paths["html"].read_text()
+    assert "frontier" in paths and "![frontier](frontier.png)" in md and '<img alt="frontier"' in html
+    section = md.split("## Speed–memory frontier")[1].split("\n## ")[0]
+    assert "front lora · unsloth · ckpt unsloth (9,926 tok/s, 13.88 GiB); " in section
+    assert section.index("ckpt every_2") < section.index("ckpt off (12,963") < section.index("dominated: ")
