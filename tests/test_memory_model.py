@@ -29,7 +29,7 @@ def measured_rows() -> list[dict]:
     lines = [line for line in FIXTURE.read_text().splitlines() if not line.startswith("#")]
     rows = list(csv.DictReader(lines))
     for row in rows:
-        for key in ("fused_kernels", "bf16_adapters"):
+        for key in ("fused_kernels", "bf16_adapters", "compiled"):
             row[key] = {"true": True, "false": False}[row[key]]
         for key in ("seq_len", "micro_batch"):
             row[key] = int(row[key])
@@ -41,7 +41,7 @@ def measured_rows() -> list[dict]:
 ROWS = measured_rows()
 ROW_IDS = [f"{r['source'].split('/')[0]}-{r['method']}-{r['model_config']}-s{r['seq_len']}xb{r['micro_batch']}-"
            f"{r['plan']}{'-liger' if r['fused_kernels'] else ''}"
-           f"{'-bf16ad' if r['bf16_adapters'] else ''}" for r in ROWS]  # fmt: skip
+           f"{'-bf16ad' if r['bf16_adapters'] else ''}{'-compiled' if r['compiled'] else ''}" for r in ROWS]  # fmt: skip
 
 
 def arch(name: str):
@@ -60,7 +60,7 @@ def measured_method_cfg(row: dict) -> dict:
 def test_predicted_peak_is_within_the_stated_tolerance_of_the_measured_gpu_peak(row):
     predicted = methods.predict_memory(measured_method_cfg(row), arch(row["model_config"]), row["seq_len"],
                                        row["micro_batch"], row["plan"] != "off", row["fused_kernels"],
-                                       row["bf16_adapters"], plan=row["plan"])  # fmt: skip
+                                       row["bf16_adapters"], plan=row["plan"], compiled=row["compiled"])  # fmt: skip
     error_pct = 100 * (predicted["predicted_peak_gib"] - row["measured_peak_gib"]) / row["measured_peak_gib"]
     assert row["low_pct"] <= error_pct <= row["high_pct"], (
         f"predicted {predicted['predicted_peak_gib']:.3f} GiB vs measured {row['measured_peak_gib']:.3f} GiB "
@@ -71,7 +71,8 @@ def test_predicted_peak_is_within_the_stated_tolerance_of_the_measured_gpu_peak(
 def test_fixture_rows_are_the_committed_measurements_they_name():
     """Each fixture row equals its record (peak, method, shape, checkpointing, kernels, adapter dtype), so the
     fixture cannot drift from the measurement it quotes."""
-    assert len(ROWS) == 29 and {r["method"] for r in ROWS} == set(METHOD_OPTIONS)
+    assert len(ROWS) == 42 and {r["method"] for r in ROWS} == set(METHOD_OPTIONS)
+    assert {r["plan"] for r in ROWS if r["compiled"]} == {"off", "every_4", "every_2", "all", "all_offload"}
     assert {r["source"].split("/")[0] for r in ROWS} == {"h100", "h200"}
     for row in ROWS:
         record = json.loads((RESULTS / row["source"]).read_text())
@@ -85,6 +86,7 @@ def test_fixture_rows_are_the_committed_measurements_they_name():
         assert choices.get("checkpointing_plan", {True: "all", False: "off"}[checkpointing]) == row["plan"]
         assert bool(choices.get("use_liger_kernel")) == row["fused_kernels"]
         assert (record.get("adapter_dtype") == "base (bf16)") == row["bf16_adapters"]
+        assert (choices.get("compile", "off") == "regional") == row["compiled"], row["source"]
         for key, value in METHOD_OPTIONS[row["method"]].items():
             assert record["method_config"][key] == value, (row["source"], key)
 
