@@ -8,7 +8,7 @@ record. A rate holds for the libraries of its run (results/h100/README.md, resul
 
 Fields that must match the point: gpu (planner.GPUS name), engine, method, model (shipped config name), data
 (`synthetic`: fixed-length rows), seq_len, micro_batch, plan (`own`: the engine's own checkpointing, unsloth's),
-liger (Liger's kernels on), bf16_adapters, compiled (regional torch.compile: no entry yet).
+liger (Liger's kernels on), bf16_adapters, compiled (regional torch.compile, profile=fast: H200 runs 24-26).
 """
 
 from __future__ import annotations
@@ -104,6 +104,33 @@ RATES: tuple[Rate, ...] = (
        14.446, "h200/run19/results/a_default/prompt_tuning-llama2_7b-s0-63bec6f8"),
     _m("H200", "peft", "qlora", "llama2_7b", 2048, 2, "all", False, False, 7559.4,
        5.799, "h200/run19/results/a_default/qlora-llama2_7b-s0-52edce12"),
+    # profile=fast with regional compile (Liger off), one plan each: H200 runs 24-26
+    _m("H200", "peft", "lora", "llama2_7b", 2048, 2, "all", False, True, 10282.7,
+       14.762, "h200/run24c/results/compile_lora_all/lora-llama2_7b-s0-56b16900", compiled=True),
+    _m("H200", "peft", "lora", "llama2_7b", 2048, 2, "all_offload", False, True, 8932.0,
+       13.863, "h200/run24c/results/compile_lora_all_offload/lora-llama2_7b-s0-67e4b59d", compiled=True),
+    _m("H200", "peft", "lora", "llama2_7b", 2048, 2, "off", False, True, 16210.5,
+       29.365, "h200/run24c/results/compile_lora_off/lora-llama2_7b-s0-73c3388f", compiled=True),
+    _m("H200", "peft", "qlora", "llama2_7b", 2048, 2, "all_offload", False, False, 9009.0,
+       4.959, "h200/run24c/results/compile_qlora_all_offload/qlora-llama2_7b-s0-679e8a84", compiled=True),
+    _m("H200", "peft", "qlora", "llama2_7b", 2048, 2, "off", False, False, 14311.3,
+       20.461, "h200/run24c/results/compile_qlora_off/qlora-llama2_7b-s0-dd1dedd2", compiled=True),
+    _m("H200", "peft", "dora", "llama2_7b", 2048, 2, "all", False, False, 7894.2,
+       15.589, "h200/run25c/results/compile_dora_all/dora-llama2_7b-s0-86b596fe", compiled=True),
+    _m("H200", "peft", "full", "llama2_7b", 2048, 2, "all", False, False, 9493.0,
+       50.432, "h200/run25c/results/compile_full_all/full-llama2_7b-s0-113159f6", compiled=True),
+    _m("H200", "peft", "ia3", "llama2_7b", 2048, 2, "all", False, False, 13141.5,
+       14.346, "h200/run25c/results/compile_ia3_all/ia3-llama2_7b-s0-8b40345c", compiled=True),
+    _m("H200", "peft", "lora", "llama2_7b", 2048, 2, "every_2", False, True, 12984.8,
+       21.843, "h200/run25c/results/compile_lora_every_2/lora-llama2_7b-s0-ec41da5e", compiled=True),
+    _m("H200", "peft", "prompt_tuning", "llama2_7b", 2048, 2, "all", False, False, 13343.7,
+       14.210, "h200/run25c/results/compile_prompt_tuning_all/prompt_tuning-llama2_7b-s0-95aa266c", compiled=True),
+    _m("H200", "peft", "qlora", "llama2_7b", 2048, 2, "all", False, False, 9647.0,
+       5.858, "h200/run25c/results/compile_qlora_all/qlora-llama2_7b-s0-be98a25a", compiled=True),
+    _m("H200", "peft", "lora", "llama2_7b", 2048, 2, "every_4", False, True, 13930.2,
+       25.620, "h200/run26c/results/compile_lora_every_4/lora-llama2_7b-s0-23fc8043", compiled=True),
+    _m("H200", "peft", "qlora", "llama2_7b", 2048, 2, "every_2", False, False, 12036.6,
+       12.939, "h200/run26c/results/compile_qlora_every_2/qlora-llama2_7b-s0-9e5d2c1c", compiled=True),
 )
 
 
