@@ -69,7 +69,10 @@ def exit_code(statuses: list[str], environ: dict[str, str] = os.environ) -> int:
     return sweep.EXIT_FAILED if bad else sweep.EXIT_SKIPPED if skipped else 0
 
 
-SUBCOMMANDS = {"measure": "peftbench.measure", "plan": "peftbench.plan"}  # `peftbench measure|plan ...`: not Hydra apps, dispatched before it
+SUBCOMMANDS = {
+    "measure": "peftbench.measure",
+    "plan": "peftbench.plan",
+}  # `peftbench measure|plan ...`: not Hydra apps, dispatched before it
 
 
 # hydra/launcher options -> (the plugin module they need, its pip package). Both are in peftbench's `sweep` extra.
@@ -97,13 +100,28 @@ def launcher_problem(argv: list[str]) -> str | None:
         except ModuleNotFoundError:
             found = False
         if not found:
-            return (f"hydra/launcher={value}: needs the Hydra launcher plugin {package}, which is not installed. "
-                    f'Install the extra: pip install "peftbench[sweep]" (or pip install {package}).')
+            return (
+                f"hydra/launcher={value}: needs the Hydra launcher plugin {package}, which is not installed. "
+                f'Install the extra: pip install "peftbench[sweep]" (or pip install {package}).'
+            )
     return None
 
 
-FLAGS_WITH_VALUE = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--cfg", "-c",
-                    "--package", "-p", "--experimental-rerun", "--info", "-i")  # fmt: skip
+FLAGS_WITH_VALUE = (
+    "--config-dir",
+    "-cd",
+    "--config-name",
+    "-cn",
+    "--config-path",
+    "-cp",
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--experimental-rerun",
+    "--info",
+    "-i",
+)
 
 
 def override_problem(argv: list[str]) -> str | None:
@@ -121,10 +139,12 @@ def override_problem(argv: list[str]) -> str | None:
             parser.parse_override(arg)
         except Exception as exc:  # noqa: BLE001 - Hydra's grammar raises HydraException / OverrideParseException
             key = arg.partition("=")[0].lstrip("+~")
-            return (f"{key}: Hydra cannot parse the override `{arg}` ({str(exc).splitlines()[0]}). A value with "
-                    f"braces, colons, commas or spaces needs Hydra's own quotes inside the shell's: "
-                    f"'{key}=\"Question: {{question}} Answer:\"'; for a newline in it use bash's $'...': "
-                    f"$'{key}=\"Question: {{question}}\\nAnswer:\"'. Or put it in a YAML file.")
+            return (
+                f"{key}: Hydra cannot parse the override `{arg}` ({str(exc).splitlines()[0]}). A value with "
+                f"braces, colons, commas or spaces needs Hydra's own quotes inside the shell's: "
+                f"'{key}=\"Question: {{question}} Answer:\"'; for a newline in it use bash's $'...': "
+                f"$'{key}=\"Question: {{question}}\\nAnswer:\"'. Or put it in a YAML file."
+            )
     return None
 
 

@@ -87,18 +87,29 @@ def ensure_base(cfg: DictConfig) -> dict[str, Any] | None:
     with records.locked(results_dir, name=f".{run_id}.lock"):
         cached = records.finished_record(results_dir, run_id)
         if cached and cached.get("status") == "ok" and cached.get("base_versions", base_versions()) != base_versions():
-            log.info("base scores in %s were evaluated under %s, not %s: evaluating again", results_dir / run_id,
-                     cached.get("base_versions"), base_versions())  # fmt: skip
+            log.info(
+                "base scores in %s were evaluated under %s, not %s: evaluating again",
+                results_dir / run_id,
+                cached.get("base_versions"),
+                base_versions(),
+            )
             cached = None
         if cached and cached.get("status") == "ok":
             log.info("base scores: cached in %s", results_dir / run_id)
             return cached
-        log.info("base model: evaluating the untrained %s once on %s (later points read its scores)",
-                 cfg.model.name, ", ".join(all_tasks(cfg.eval)))  # fmt: skip
+        log.info(
+            "base model: evaluating the untrained %s once on %s (later points read its scores)",
+            cfg.model.name,
+            ", ".join(all_tasks(cfg.eval)),
+        )
         record = evaluate_base(cfg, run_id)
         records.write_record(results_dir, record)
-        log.info("base model: %s in %.0f s%s", record["status"], record.get("time_total_s", 0),
-                 f", score {record['score']:.4g}" if isinstance(record.get("score"), (int, float)) else "")  # fmt: skip
+        log.info(
+            "base model: %s in %.0f s%s",
+            record["status"],
+            record.get("time_total_s", 0),
+            f", score {record['score']:.4g}" if isinstance(record.get("score"), (int, float)) else "",
+        )
     return record if record["status"] == "ok" else None
 
 

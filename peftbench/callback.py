@@ -41,10 +41,24 @@ log = logging.getLogger("peftbench")
 
 # TrainingArguments worth keeping in a record (the rest are defaults nobody compares on).
 HYPERPARAMETERS = [
-    "max_steps", "num_train_epochs", "per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
-    "lr_scheduler_type", "warmup_steps", "weight_decay", "optim", "bf16", "fp16", "gradient_checkpointing", "seed",
-    "max_length", "packing", "padding_free", "completion_only_loss",
-]  # fmt: skip
+    "max_steps",
+    "num_train_epochs",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "optim",
+    "bf16",
+    "fp16",
+    "gradient_checkpointing",
+    "seed",
+    "max_length",
+    "packing",
+    "padding_free",
+    "completion_only_loss",
+]
 # The loop's calls a failure can come from, on the Trainer (and `step` on its optimizer): watched from on_train_begin,
 # since a callback added with add_callback() hears of nothing earlier.
 WATCHED = ["get_batch_samples", "training_step", "_maybe_log_save_evaluate"]
@@ -215,8 +229,11 @@ class PeftBenchCallback(TrainerCallback):
         from peftbench import __version__
 
         method, options = identity.infer_method(model)
-        info = {"method": method, "method_config": {"name": method, **options}, "engine": "peft" if
-                identity.peft_adapter_config(model) is not None else "transformers"}  # fmt: skip
+        info = {
+            "method": method,
+            "method_config": {"name": method, **options},
+            "engine": "peft" if identity.peft_adapter_config(model) is not None else "transformers",
+        }
         info.update(identity.model_provenance(model))
         try:
             info.update(identity.dataset_fingerprint(dataset))
@@ -228,8 +245,11 @@ class PeftBenchCallback(TrainerCallback):
         info["output_dir"] = args.output_dir
         info["run_name"] = args.run_name or Path(args.output_dir).name
         # What defines the point, in the shape the report compares variants by (peftbench's recipes have this).
-        info["config"] = {"method": info["method_config"], "model": {"name_or_path": info.get("model_source")},
-                          "train": self.summary["hyperparameters"]}  # fmt: skip
+        info["config"] = {
+            "method": info["method_config"],
+            "model": {"name_or_path": info.get("model_source")},
+            "train": self.summary["hyperparameters"],
+        }
         return info
 
     # -- measuring ---------------------------------------------------------------------------------------------------
@@ -304,7 +324,9 @@ class PeftBenchCallback(TrainerCallback):
             "rss_gib_peak": metrics.rss_high_water_gib(),
             "trainable_pct": self.summary.get("trainable_pct"),
             "mfu": metrics.model_flops_utilisation(
-                self.summary.get("non_embedding_params", 0), rate.get("tokens_per_s"), metrics.gpu_name(),
+                self.summary.get("non_embedding_params", 0),
+                rate.get("tokens_per_s"),
+                metrics.gpu_name(),
                 devices=self.summary.get("world_size", 1),
             ),
         }
@@ -400,8 +422,10 @@ class PeftBenchCallback(TrainerCallback):
 
     def record(self, state=None, model=None) -> dict[str, Any]:
         """Everything measured, as one flat-ish dict (nested values are kept in the JSON, flattened in the table)."""
-        rate = dict(getattr(self, "rate", None) or {"tokens_per_s": None, "samples_per_s": None,
-                                                       "steady_state_steps": 0, "real_tokens": 0, "samples": 0})  # fmt: skip
+        rate = dict(
+            getattr(self, "rate", None)
+            or {"tokens_per_s": None, "samples_per_s": None, "steady_state_steps": 0, "real_tokens": 0, "samples": 0}
+        )
         gpu = metrics.gpu_name()
         ranks = self.ranks or [self._own_series()]
         world = self.summary.get("world_size", 1)
@@ -411,7 +435,12 @@ class PeftBenchCallback(TrainerCallback):
         out.update(metrics.summarize(metrics.stepwise_max([r["reserved"] for r in ranks]), "gpu_reserved_gib"))
         out["gpu_peak_scope"] = ("per step" if self.reset_peaks else "since training began") if self.cuda else None
         if not self.reset_peaks:  # a running peak: its mean and p99 over steps would mean nothing
-            for key in ("gpu_allocated_gib_mean", "gpu_allocated_gib_p99", "gpu_reserved_gib_mean", "gpu_reserved_gib_p99"):
+            for key in (
+                "gpu_allocated_gib_mean",
+                "gpu_allocated_gib_p99",
+                "gpu_reserved_gib_mean",
+                "gpu_reserved_gib_p99",
+            ):
                 out[key] = None
         out["gpu_requested_gib_peak"] = max((max(r["requested"]) for r in ranks if r.get("requested")), default=None)
         out["gpu_nvml_used_gib_peak"] = max((max(r["nvml"]) for r in ranks if r["nvml"]), default=None)
@@ -463,11 +492,15 @@ class PeftBenchCallback(TrainerCallback):
         """The record's folder, claimed once: an existing record is never overwritten unless asked."""
         if self._claimed is not None:
             return self._claimed
-        results = self.results_dir or Path(os.environ.get("PEFTBENCH_RESULTS_DIR") or Path(args.output_dir) / "peftbench")
+        results = self.results_dir or Path(
+            os.environ.get("PEFTBENCH_RESULTS_DIR") or Path(args.output_dir) / "peftbench"
+        )
         wanted = self.run_id or default_run_id(self.identity, args)
         self._claimed = claim_run_dir(results, wanted, self.overwrite)
         if self._claimed.name != wanted:
-            log.warning("peftbench: %s already holds a record of another run; this one is %s", wanted, self._claimed.name)
+            log.warning(
+                "peftbench: %s already holds a record of another run; this one is %s", wanted, self._claimed.name
+            )
         return self._claimed
 
     def _write(self, args, model, status: str) -> None:
@@ -583,9 +616,13 @@ def claim_run_dir(results_dir: Path, run_id: str, overwrite: bool = False) -> Pa
 def summary_line(record: dict[str, Any], path: Path) -> str:
     """The one line the callback prints when a run ends: where the record went and its headline figures."""
     parts = [f"peftbench: {record['status']} -> {path}"]
-    for key, fmt in (("tokens_per_s", "{:,.0f} tok/s"), ("gpu_allocated_gib_peak", "GPU peak {:.2f} GiB"),
-                     ("rss_gib_peak", "RSS peak {:.2f} GiB"), ("trainable_pct", "trainable {:.3g}%"),
-                     ("train_loss", "train loss {:.4g}")):  # fmt: skip
+    for key, fmt in (
+        ("tokens_per_s", "{:,.0f} tok/s"),
+        ("gpu_allocated_gib_peak", "GPU peak {:.2f} GiB"),
+        ("rss_gib_peak", "RSS peak {:.2f} GiB"),
+        ("trainable_pct", "trainable {:.3g}%"),
+        ("train_loss", "train loss {:.4g}"),
+    ):
         if record.get(key) is not None:
             parts.append(fmt.format(record[key]))
     if record.get("error"):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from numbers import Number
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -67,15 +68,18 @@ RULES: list[Rule] = [
     ("run.skip_predicted_oom", lambda v: isinstance(v, bool), "true or false"),
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
     ("profile.compile", lambda v: v is False or v in COMPILE_MODES, "`regional` or `off`"),
-    ("profile.checkpointing", lambda v: v is False or v == "auto" or is_plan(v),
-     "`auto` or a checkpointing plan: `off`, `every_<n>` (n >= 2), `all`, `all_offload` (null: the train group's "
-     "gradient_checkpointing)"),
+    (
+        "profile.checkpointing",
+        lambda v: v is False or v == "auto" or is_plan(v),
+        "`auto` or a checkpointing plan: `off`, `every_<n>` (n >= 2), `all`, `all_offload` (null: the train group's "
+        "gradient_checkpointing)",
+    ),
     ("profile.compile_dynamic", lambda v: isinstance(v, bool), "true, false, or null (static for fixed-length rows)"),
     ("profile.compile_backend", lambda v: isinstance(v, str) and bool(v), "a torch.compile backend name (inductor)"),
     ("data.max_length_policy", lambda v: v in ("error", "warn", "drop"), "`error`, `warn` or `drop`"),
     ("data.chat", lambda v: isinstance(v, bool), "true or false"),
     ("train.truncation_mode", lambda v: v in ("keep_start", "keep_end"), "`keep_start` or `keep_end` (TRL's modes)"),
-]  # fmt: skip
+]
 
 
 def option_errors(cfg: DictConfig, method_cfg: dict[str, Any] | None = None) -> list[str]:
@@ -133,10 +137,17 @@ def _describe(hint: Any) -> str:
 
     args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
     names = [getattr(a, "__name__", str(a)) for a in args]
-    words = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a string",
-             "dict": "a mapping", "list": "a list"}  # fmt: skip
-    return " or ".join(dict.fromkeys(words.get(n, n) for n in names)) + (" (or null)" if len(args) < len(
-        typing.get_args(hint)) else "")  # fmt: skip
+    words = {
+        "bool": "true or false",
+        "int": "an integer",
+        "float": "a number",
+        "str": "a string",
+        "dict": "a mapping",
+        "list": "a list",
+    }
+    return " or ".join(dict.fromkeys(words.get(n, n) for n in names)) + (
+        " (or null)" if len(args) < len(typing.get_args(hint)) else ""
+    )
 
 
 # Values TrainingArguments handles beyond its declared type (`fsdp: true` is `fsdp="full_shard"`, training_args.py).
@@ -154,8 +165,9 @@ def train_type_errors(train: dict[str, Any], config_class: Any) -> list[str]:
         if isinstance(value, ALSO_ACCEPTED.get(key, ())):
             continue
         if key in hints and value is not None and not _accepts(hints[key], value):
-            errors.append(f"train.{key}: got {value!r}; SFTConfig expects {_describe(hints[key])}. Set it with "
-                          f"train.{key}=...")  # fmt: skip
+            errors.append(
+                f"train.{key}: got {value!r}; SFTConfig expects {_describe(hints[key])}. Set it with train.{key}=..."
+            )
     return errors
 
 
@@ -187,15 +199,19 @@ def results_dir_errors(results_dir: str | Path) -> list[str]:
         with tempfile.TemporaryFile(dir=path):  # O_TMPFILE on Linux: a real write test that leaves no name behind
             pass
     except OSError as exc:
-        return [f"run.results_dir: cannot write to `{path}` ({exc.strerror or exc}). Point run.results_dir at a "
-                f"folder you can write to, e.g. run.results_dir=results/my-sweep."]  # fmt: skip
+        return [
+            f"run.results_dir: cannot write to `{path}` ({exc.strerror or exc}). Point run.results_dir at a "
+            f"folder you can write to, e.g. run.results_dir=results/my-sweep."
+        ]
     errors = []
     for record_path in sorted(path.glob(f"*/{records.RECORD}")):
         try:
             records.migrate(json.loads(record_path.read_text()), record_path)
         except (records.RecordVersionError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            errors.append(f"run.results_dir: `{record_path}` cannot be read ({exc}). Move that folder away, or use "
-                          f"another run.results_dir; the table is rebuilt from every record in it.")  # fmt: skip
+            errors.append(
+                f"run.results_dir: `{record_path}` cannot be read ({exc}). Move that folder away, or use "
+                f"another run.results_dir; the table is rebuilt from every record in it."
+            )
     return errors
 
 
@@ -212,9 +228,14 @@ def folder_errors(cfg: DictConfig) -> list[str]:
 
     model = cfg.model
     errors = []
-    specs = [("model.name_or_path", model.get("name_or_path"), model.get("init") == "pretrained" or (
-        model.get("init") == "random" and not model.get("config"))),
-        ("model.config", model.get("config"), model.get("init") == "random")]  # fmt: skip
+    specs = [
+        (
+            "model.name_or_path",
+            model.get("name_or_path"),
+            model.get("init") == "pretrained" or (model.get("init") == "random" and not model.get("config")),
+        ),
+        ("model.config", model.get("config"), model.get("init") == "random"),
+    ]
     for field, spec, needs_config in specs:
         if not spec or not needs_config or str(spec) in shipped_config_names():
             continue
@@ -223,11 +244,15 @@ def folder_errors(cfg: DictConfig) -> list[str]:
         except ModelSourceError:
             continue  # reported by check_source
         if folder.is_dir() and not any(folder.iterdir()):
-            errors.append(f"{field}: `{folder}` is an empty folder. Point it at a folder with config.json and "
-                          f"*.safetensors (e.g. one written by save_pretrained), or at a hub id.")  # fmt: skip
+            errors.append(
+                f"{field}: `{folder}` is an empty folder. Point it at a folder with config.json and "
+                f"*.safetensors (e.g. one written by save_pretrained), or at a hub id."
+            )
         elif folder.is_dir() and not (folder / "config.json").is_file():
-            errors.append(f"{field}: `{folder}` has no config.json ({len(list(folder.iterdir()))} other entries). "
-                          f"Point it at the folder save_pretrained wrote, which holds config.json.")  # fmt: skip
+            errors.append(
+                f"{field}: `{folder}` has no config.json ({len(list(folder.iterdir()))} other entries). "
+                f"Point it at the folder save_pretrained wrote, which holds config.json."
+            )
     tokenizer = model.get("tokenizer") or (model.get("name_or_path") if model.get("init") == "pretrained" else None)
     if tokenizer and str(tokenizer) not in shipped_config_names():
         try:
@@ -237,9 +262,11 @@ def folder_errors(cfg: DictConfig) -> list[str]:
         field = "model.tokenizer" if model.get("tokenizer") else "model.name_or_path"
         if folder is not None and folder.is_dir() and any(folder.iterdir()) or field == "model.tokenizer":
             if folder is not None and folder.is_dir() and not any((folder / f).is_file() for f in TOKENIZER_FILES):
-                errors.append(f"{field}: `{folder}` holds no tokenizer ({', '.join(TOKENIZER_FILES[:2])}, ...). "
-                              f"Save one there with tokenizer.save_pretrained(...), or set model.tokenizer to a "
-                              f"folder or hub id that has one.")  # fmt: skip
+                errors.append(
+                    f"{field}: `{folder}` holds no tokenizer ({', '.join(TOKENIZER_FILES[:2])}, ...). "
+                    f"Save one there with tokenizer.save_pretrained(...), or set model.tokenizer to a "
+                    f"folder or hub id that has one."
+                )
     return list(dict.fromkeys(errors))
 
 
@@ -261,6 +288,8 @@ def pickle_errors(cfg: DictConfig) -> list[str]:
     pickles = sorted(p.name for pattern in PICKLE_WEIGHTS for p in folder.glob(pattern))
     if not pickles:
         return []
-    return [f"model.use_safetensors: `{folder}` holds only pickle weights ({', '.join(pickles)}), and peftbench loads "
-            f"safetensors only by default because unpickling can run code. Convert the checkpoint to safetensors, or "
-            f"set model.use_safetensors=false if you trust its source."]  # fmt: skip
+    return [
+        f"model.use_safetensors: `{folder}` holds only pickle weights ({', '.join(pickles)}), and peftbench loads "
+        f"safetensors only by default because unpickling can run code. Convert the checkpoint to safetensors, or "
+        f"set model.use_safetensors=false if you trust its source."
+    ]

@@ -19,13 +19,28 @@ PREFIX = "peftbench"
 
 # (category, message regex): deprecation notices about the libraries' own internals, which a user cannot act on
 NOISE = [
-    (FutureWarning, r".*is deprecated and will be removed in (v|version )\d"),  # transformers 5 renames (gradient_checkpointing, past_key_values)
+    (
+        FutureWarning,
+        r".*is deprecated and will be removed in (v|version )\d",
+    ),  # transformers 5 renames (gradient_checkpointing, past_key_values)
     (DeprecationWarning, r".*"),
     (UserWarning, r"'pin_memory' argument is set as true but no accelerator is found"),  # torch DataLoader on a CPU
     (UserWarning, r".*torch_dtype.* is deprecated"),
 ]
-QUIET_LOGGERS = ("transformers", "trl", "lm_eval", "lm-eval", "datasets", "accelerate", "peft", "urllib3", "filelock",
-                 "huggingface_hub", "sqlitedict", "evaluate")  # fmt: skip
+QUIET_LOGGERS = (
+    "transformers",
+    "trl",
+    "lm_eval",
+    "lm-eval",
+    "datasets",
+    "accelerate",
+    "peft",
+    "urllib3",
+    "filelock",
+    "huggingface_hub",
+    "sqlitedict",
+    "evaluate",
+)
 
 
 def quiet_libraries() -> None:
@@ -98,8 +113,20 @@ def final_table(results_dir: Path, file=None) -> None:
     frame, _ = report.load_runs(results_dir)
     metric, note = report.pick_metric(frame, "score")
     rows = report.leaderboard(frame, metric)
-    cols = [c for c in ("score", "score_delta", "gpu_allocated_gib_peak", "rss_gib_peak", "tokens_per_s",
-                        "trainable_pct", "adapter_mb", "time_train_s") if c in report.shown_columns(rows)]  # fmt: skip
+    cols = [
+        c
+        for c in (
+            "score",
+            "score_delta",
+            "gpu_allocated_gib_peak",
+            "rss_gib_peak",
+            "tokens_per_s",
+            "trainable_pct",
+            "adapter_mb",
+            "time_train_s",
+        )
+        if c in report.shown_columns(rows)
+    ]
     console = Console(file=file or sys.stdout, width=160, highlight=False, soft_wrap=False)
     console.print(report.ranking_text(metric, note))
     for facet in report.facets(frame):
@@ -142,8 +169,10 @@ def plan_lines(rows: list[dict[str, Any]], where: str) -> list[str]:
     if not rows:
         return []
     first = rows[0]
-    lines = [f"{PREFIX}: plan for {where}; {first['model']}, seq {first['seq_len']} x micro-batch {first['micro_batch']}"
-             f" (predicted peak GiB per checkpointing plan, * = chosen)"]  # fmt: skip
+    lines = [
+        f"{PREFIX}: plan for {where}; {first['model']}, seq {first['seq_len']} x micro-batch {first['micro_batch']}"
+        f" (predicted peak GiB per checkpointing plan, * = chosen)"
+    ]
     plans = list(dict.fromkeys([*PLANS, *(r["choice"].plan for r in rows if r["choice"].plan)]))
     width = max(len("point"), *(len(r["label"]) for r in rows))
     header = f"  {'point':<{width}}  " + "  ".join(f"{p:>11}" for p in plans) + "   budget  chosen       fits  tokens/s"
@@ -162,7 +191,9 @@ def plan_lines(rows: list[dict[str, Any]], where: str) -> list[str]:
             rate = f"{row['rate'].tokens_per_s:,.0f} (measured, results/{row['rate'].source})"
         else:
             rate = "no calibration"
-        lines.append(f"  {row['label']:<{width}}  " + "  ".join(cells) + f"  {budget:>7}  {chosen:<11}  {fits:>4}  {rate}")
+        lines.append(
+            f"  {row['label']:<{width}}  " + "  ".join(cells) + f"  {budget:>7}  {chosen:<11}  {fits:>4}  {rate}"
+        )
         if choice.fits is False:
             lines.append(f"  {'':<{width}}  -> {choice.warning()}")
         elif choice.fits is None:

@@ -45,8 +45,10 @@ def template_fields(template: str, field: str = "data.mapping") -> list[str]:
             continue
         column = name.split(".")[0].split("[")[0]
         if not column or column.isdigit():
-            raise DataError(f"{field}: the template {template!r} has a positional field `{{{name}}}`; templates name "
-                            f"columns, e.g. {{question}}. Write a literal brace as {{{{ or }}}}.")  # fmt: skip
+            raise DataError(
+                f"{field}: the template {template!r} has a positional field `{{{name}}}`; templates name "
+                f"columns, e.g. {{question}}. Write a literal brace as {{{{ or }}}}."
+            )
         names.append(column)
     return names
 
@@ -59,7 +61,7 @@ def template_errors(data_cfg: Any) -> list[str]:
         field = f"data.mapping.{key}"
         template = mapping.get(key)
         if not isinstance(template, str):
-            errors.append(f"{field}: got {template!r}; expected a format template string such as \" {{answer}}\".")
+            errors.append(f'{field}: got {template!r}; expected a format template string such as " {{answer}}".')
             continue
         try:
             template_fields(template, field)
@@ -70,7 +72,7 @@ def template_errors(data_cfg: Any) -> list[str]:
                 f"{field}: the template {template!r} holds a backslash followed by n or t, which would train as those "
                 f"two characters: Hydra does not turn \\n into a newline on the command line. For a newline, quote "
                 f"with bash's $'...': $'{field}=\"Question: {{question}}\\nAnswer:\"', or put the mapping in a data "
-                f"YAML (\"...\\n...\" in double quotes is a newline there). If you mean the backslash, set "
+                f'YAML ("...\\n..." in double quotes is a newline there). If you mean the backslash, set '
                 f"+data.literal_backslashes=true."
             )
     return errors
@@ -90,9 +92,11 @@ def eval_file_spec(data_cfg: Any) -> tuple[str | None, str | None]:
     spec = data_cfg.get("eval_file")
     pair = data_cfg.get("shipped_pair")
     if spec and pair and spec == pair.get("eval_file") and data_cfg.get("path") != pair.get("path"):
-        note = (f"data.eval_file: reset to null. `{spec}` is the eval file of the data group `{data_cfg.get('name')}`, "
-                f"and data.path now names another file, so no eval loss is computed. Set data.eval_file=FILE to "
-                f"evaluate on a file of yours.")  # fmt: skip
+        note = (
+            f"data.eval_file: reset to null. `{spec}` is the eval file of the data group `{data_cfg.get('name')}`, "
+            f"and data.path now names another file, so no eval loss is computed. Set data.eval_file=FILE to "
+            f"evaluate on a file of yours."
+        )
         return None, note
     return spec or None, None
 
@@ -132,8 +136,10 @@ def source_errors(data_cfg: Any) -> list[str]:
         if not is_local(spec):
             stems = [spec + ext for ext in LOCAL_BUILDERS if Path(resolve_path(spec + ext)).is_file()]
             if stems:
-                errors.append(f"data.{key}: `{spec}` is no file here, and would be looked up as a hub dataset; "
-                              f"`{stems[0]}` is a file. Did you mean data.{key}={stems[0]}?")  # fmt: skip
+                errors.append(
+                    f"data.{key}: `{spec}` is no file here, and would be looked up as a hub dataset; "
+                    f"`{stems[0]}` is a file. Did you mean data.{key}={stems[0]}?"
+                )
             continue
         local = resolve_path(spec)
         if Path(local).is_dir():
@@ -141,7 +147,9 @@ def source_errors(data_cfg: Any) -> list[str]:
         elif not Path(local).exists():
             stems = [spec + ext for ext in LOCAL_BUILDERS if Path(local + ext).is_file()]
             hint = f" `{stems[0]}` exists: did you mean data.{key}={stems[0]}?" if stems else ""
-            errors.append(f"data.{key}: no file at `{local}`.{hint or ' Point it at an existing json/jsonl/parquet/csv file.'}")
+            errors.append(
+                f"data.{key}: no file at `{local}`.{hint or ' Point it at an existing json/jsonl/parquet/csv file.'}"
+            )
         elif Path(local).suffix not in LOCAL_BUILDERS:
             errors.append(f"data.{key}: `{local}` is not a {'/'.join(LOCAL_BUILDERS)} file. Convert it, or name one.")
     return errors
@@ -159,8 +167,10 @@ def _jsonl_rows(path: str, field: str) -> list[tuple[int, Any]]:
             try:
                 rows.append((number, json.loads(line)))
             except json.JSONDecodeError as exc:
-                raise DataError(f"{field}: `{path}` line {number} is not valid JSON ({exc.msg} at column {exc.colno}). "
-                                f"Fix or remove that line (one JSON object per line).") from None  # fmt: skip
+                raise DataError(
+                    f"{field}: `{path}` line {number} is not valid JSON ({exc.msg} at column {exc.colno}). "
+                    f"Fix or remove that line (one JSON object per line)."
+                ) from None
     return rows
 
 
@@ -177,8 +187,10 @@ def _json_rows(path: str, field: str) -> list[tuple[int, Any]]:
         return [(i, row) for i, row in enumerate(whole, 1)]
     if isinstance(whole, dict) and len(text.strip().splitlines()) == 1:
         return [(1, whole)]
-    raise DataError(f"{field}: `{path}` holds one JSON {type(whole).__name__}; expected an array of objects or one "
-                    f"object per line (jsonl).")  # fmt: skip
+    raise DataError(
+        f"{field}: `{path}` holds one JSON {type(whole).__name__}; expected an array of objects or one "
+        f"object per line (jsonl)."
+    )
 
 
 def _csv_rows(path: str, field: str) -> list[tuple[int, Any]]:
@@ -219,8 +231,10 @@ def _read_cached(path: str, field: str, mtime_ns: int, size: int) -> tuple[tuple
         raise DataError(f"{field}: `{path}` has {what}. Give a file with one example per row.")
     for number, row in rows:
         if not isinstance(row, dict):
-            raise DataError(f"{field}: `{path}` {UNIT[Path(path).suffix]} {number} is a JSON "
-                            f"{type(row).__name__}, not an object with columns.")  # fmt: skip
+            raise DataError(
+                f"{field}: `{path}` {UNIT[Path(path).suffix]} {number} is a JSON "
+                f"{type(row).__name__}, not an object with columns."
+            )
     return tuple(rows)
 
 
@@ -249,8 +263,9 @@ def read_split(data_cfg: Any, split: str) -> tuple[list[tuple[int, dict[str, Any
 
 
 # -- mapping to prompt/completion -------------------------------------------------------------------------------------
-def render_rows(rows: list[tuple[int, dict[str, Any]]], data_cfg: Any, source: str, unit: str,
-                limit: int | None = None) -> dict[str, list]:  # fmt: skip
+def render_rows(
+    rows: list[tuple[int, dict[str, Any]]], data_cfg: Any, source: str, unit: str, limit: int | None = None
+) -> dict[str, list]:
     """Check every row has every mapped column, non-null, and render the first `limit` rows (all when None) to TRL's
     prompt/completion columns (conversational when `data.chat` is set). Errors name the source, line and column."""
     templates = {key: data_cfg.mapping[key] for key in ("prompt", "completion")}
@@ -259,16 +274,20 @@ def render_rows(rows: list[tuple[int, dict[str, Any]]], data_cfg: Any, source: s
     for key, names in fields.items():  # a column no row has: the usual mistake, named with the columns there are
         for name in names:
             if not any(name in row for _, row in rows):
-                raise DataError(f"data.mapping.{key}: the template names the column `{name}`, which {source} does "
-                                f"not have. Its columns are: {', '.join(first_columns)}.")  # fmt: skip
+                raise DataError(
+                    f"data.mapping.{key}: the template names the column `{name}`, which {source} does "
+                    f"not have. Its columns are: {', '.join(first_columns)}."
+                )
     for number, row in rows:
         for key, names in fields.items():
             for name in names:
                 if row.get(name) is None:
                     state = "has no" if name not in row else "has a null"
-                    raise DataError(f"data.mapping.{key}: {source} {unit} {number} {state} `{name}` column, so the "
-                                    f"example would train on the text 'None'. Fill it in, or remove that "
-                                    f"{unit}.")  # fmt: skip
+                    raise DataError(
+                        f"data.mapping.{key}: {source} {unit} {number} {state} `{name}` column, so the "
+                        f"example would train on the text 'None'. Fill it in, or remove that "
+                        f"{unit}."
+                    )
     used = rows if limit is None else rows[:limit]
     chat = data_cfg.get("chat", False)
     out: dict[str, list] = {"prompt": [], "completion": []}
@@ -278,8 +297,10 @@ def render_rows(rows: list[tuple[int, dict[str, Any]]], data_cfg: Any, source: s
             try:
                 texts[key] = template.format(**row)
             except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
-                raise DataError(f"data.mapping.{key}: the template {template!r} cannot render {source} {unit} "
-                                f"{number} ({type(exc).__name__}: {exc}).") from None  # fmt: skip
+                raise DataError(
+                    f"data.mapping.{key}: the template {template!r} cannot render {source} {unit} "
+                    f"{number} ({type(exc).__name__}: {exc})."
+                ) from None
         if chat:
             out["prompt"].append([{"role": "user", "content": texts["prompt"]}])
             out["completion"].append([{"role": "assistant", "content": texts["completion"].strip()}])
@@ -360,9 +381,12 @@ def length_report(dataset, tokenizer, args) -> dict[str, Any]:
     trainer_like = SimpleNamespace(  # the three attributes _prepare_dataset reads from the trainer (trl 1.16)
         _tokenizer=getattr(tokenizer, "tokenizer", tokenizer),
         chat_template=None,
-        completion_only_loss=(args.completion_only_loss if args.completion_only_loss is not None
-                              else "prompt" in sample and "completion" in sample),
-    )  # fmt: skip
+        completion_only_loss=(
+            args.completion_only_loss
+            if args.completion_only_loss is not None
+            else "prompt" in sample and "completion" in sample
+        ),
+    )
     import datasets
 
     bars_were_on = datasets.is_progress_bar_enabled()
@@ -379,8 +403,14 @@ def length_report(dataset, tokenizer, args) -> dict[str, Any]:
         if len(labels) <= args.max_length:
             continue
         (truncated if any(label != -100 for label in labels[cut]) else dropped).append(index)
-    report.update(used=rows - len(dropped), truncated=len(truncated), dropped=len(dropped), truncated_rows=truncated,
-                  dropped_rows=dropped, longest=max(lengths))  # fmt: skip
+    report.update(
+        used=rows - len(dropped),
+        truncated=len(truncated),
+        dropped=len(dropped),
+        truncated_rows=truncated,
+        dropped_rows=dropped,
+        longest=max(lengths),
+    )
     return report
 
 
@@ -398,28 +428,40 @@ def apply_policy(dataset, report: dict[str, Any], policy: str, source: str = "th
     """`data.max_length_policy`: error (refuse over-long rows), warn (let SFTTrainer cut and drop, say how many),
     drop (remove every over-long row before training, so nothing is cut). Returns (dataset, record fields)."""
     over = sorted(report["truncated_rows"] + report["dropped_rows"])
-    fields = {"train_examples": report["examples"], "train_examples_used": report["used"],
-              "examples_truncated": report["truncated"], "examples_dropped": report["dropped"],
-              "max_length_policy": policy, "longest_example_tokens": report["longest"]}  # fmt: skip
+    fields = {
+        "train_examples": report["examples"],
+        "train_examples_used": report["used"],
+        "examples_truncated": report["truncated"],
+        "examples_dropped": report["dropped"],
+        "max_length_policy": policy,
+        "longest_example_tokens": report["longest"],
+    }
     if not over:
         return dataset, fields
-    counts = (f"{len(over)} of {report['examples']} examples of {source} are longer than train.max_length="
-              f"{report['max_length']} tokens (longest {report['longest']})")  # fmt: skip
+    counts = (
+        f"{len(over)} of {report['examples']} examples of {source} are longer than train.max_length="
+        f"{report['max_length']} tokens (longest {report['longest']})"
+    )
     if policy == "error":
-        raise DataError(f"data.max_length_policy: {counts}: {report['truncated']} would be cut and "
-                        f"{report['dropped']} dropped (their completion lies past max_length). Raise train.max_length, "
-                        f"or set data.max_length_policy=drop (leave them out) or warn (train on them cut).")  # fmt: skip
+        raise DataError(
+            f"data.max_length_policy: {counts}: {report['truncated']} would be cut and "
+            f"{report['dropped']} dropped (their completion lies past max_length). Raise train.max_length, "
+            f"or set data.max_length_policy=drop (leave them out) or warn (train on them cut)."
+        )
     if policy == "drop":
         keep = sorted(set(range(report["examples"])) - set(over))
         if not keep:
-            raise DataError(f"data.max_length_policy: {counts}, so drop would leave no example. Raise "
-                            f"train.max_length.")  # fmt: skip
+            raise DataError(
+                f"data.max_length_policy: {counts}, so drop would leave no example. Raise train.max_length."
+            )
         fields.update(train_examples_used=len(keep), examples_truncated=0, examples_dropped=len(over))
         warn_once(f"peftbench: {counts}: dropped them (data.max_length_policy=drop); {len(keep)} examples train.")
         return dataset.select(keep), fields
-    message = (f"peftbench: {counts}: SFTTrainer cuts {report['truncated']} of them to max_length and drops "
-               f"{report['dropped']} whose completion lies past it; {report['used']} examples train. Set "
-               f"data.max_length_policy=drop to leave them all out, error to refuse, or raise train.max_length.")
+    message = (
+        f"peftbench: {counts}: SFTTrainer cuts {report['truncated']} of them to max_length and drops "
+        f"{report['dropped']} whose completion lies past it; {report['used']} examples train. Set "
+        f"data.max_length_policy=drop to leave them all out, error to refuse, or raise train.max_length."
+    )
     warn_once(message)
     return dataset, fields
 
@@ -446,20 +488,27 @@ def _measuring_tokenizer(source: str, revision: str | None, trust_remote_code: b
 
     path = resolve_path(source)
     try:
-        # a GGUF file: the tokenizer alone, from the weights-free folder its metadata is cached in (models.load_tokenizer
+        # a GGUF file: the tokenizer alone, from the weights-free folder its metadata is cached in
+        # (models.load_tokenizer
         # does the same; parsing the GGUF's vocabulary in Python takes seconds in every process). A missing file is
         # handed to transformers as before, for its own error.
         if path.endswith(".gguf"):
             cached = gguf_metadata_folder(path)
-            tokenizer = (AutoTokenizer.from_pretrained(cached) if cached else
-                         AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name))  # fmt: skip
+            tokenizer = (
+                AutoTokenizer.from_pretrained(cached)
+                if cached
+                else AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=Path(path).name)
+            )
         else:
-            tokenizer = AutoTokenizer.from_pretrained(local_folder(source), revision=revision,
-                                                      trust_remote_code=trust_remote_code)  # fmt: skip
+            tokenizer = AutoTokenizer.from_pretrained(
+                local_folder(source), revision=revision, trust_remote_code=trust_remote_code
+            )
     except (OSError, ValueError, TypeError) as exc:
-        raise ModelSourceError(f"model.tokenizer: cannot load a tokenizer from `{source}` ({type(exc).__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''}). Name a folder with tokenizer.json "
-                               f"or tokenizer_config.json, or a hub id.") from None  # fmt: skip
+        raise ModelSourceError(
+            f"model.tokenizer: cannot load a tokenizer from `{source}` ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Name a folder with tokenizer.json "
+            f"or tokenizer_config.json, or a hub id."
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -503,8 +552,11 @@ def synthetic_tokenizer():
     vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
     return PreTrainedTokenizerFast(
         tokenizer_object=Tokenizer(WordLevel(vocab, unk_token="<unk>")),
-        unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>",
-    )  # fmt: skip
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<unk>",
+    )
 
 
 def load_train_eval(data_cfg: Any, vocab_size: int | None = None):

@@ -35,7 +35,6 @@ from peftbench.errors import ChildFailed, Skipped
 log = logging.getLogger("peftbench")
 
 
-
 @dataclass(frozen=True)
 class Engine:
     """What an engine is, as facts the runner, the profiles and the memory model read (never its name)."""
@@ -62,22 +61,42 @@ class Engine:
 # region, where Dynamo fails to trace its Triton launches and breaks the graph at each one (results/h100 run 14:
 # `triton_kernel_wrap ... AttributeError`, LoRA 12777 vs 13226 tok/s). TRL's SFTTrainer refuses the fused linear
 # cross-entropy (it uses its own chunked LM head), and nothing of TRL's head calls the plain cross_entropy kernel.
-LIGER_IN_LAYERS = ("Liger's kernels patch modules inside the decoder layers (RoPE, RMSNorm, SwiGLU), where Dynamo does "
-                   "not trace their Triton launches (results/h100 run 14: a graph break at each, slower)")
+LIGER_IN_LAYERS = (
+    "Liger's kernels patch modules inside the decoder layers (RoPE, RMSNorm, SwiGLU), where Dynamo does "
+    "not trace their Triton launches (results/h100 run 14: a graph break at each, slower)"
+)
 LIGER_LOSS_KERNELS = ("cross_entropy", "fused_linear_cross_entropy")  # outside the layers; TRL's head uses neither
 
 REGISTRY: dict[str, Engine] = {
     e.name: e
     for e in [
         Engine("peft", dist="peft"),
-        Engine("liger", dist="liger-kernel", module="liger_kernel", needs_gpu="Liger's Triton kernels need",
-               liger=True, no_compile=LIGER_IN_LAYERS),
-        Engine("unsloth", dist="unsloth", module="unsloth", needs_gpu="unsloth needs", child_process=True,
-               loads_model=True, own_checkpointing=True, keeps_trl_loss=True, default_profile_only=True,
-               single_process=True, pins=("unsloth", "unsloth_zoo"), modelled=False, method_fact="unsloth",
-               no_compile="unsloth replaces the layers' forward with its own kernels and compiles what it compiles"),
+        Engine(
+            "liger",
+            dist="liger-kernel",
+            module="liger_kernel",
+            needs_gpu="Liger's Triton kernels need",
+            liger=True,
+            no_compile=LIGER_IN_LAYERS,
+        ),
+        Engine(
+            "unsloth",
+            dist="unsloth",
+            module="unsloth",
+            needs_gpu="unsloth needs",
+            child_process=True,
+            loads_model=True,
+            own_checkpointing=True,
+            keeps_trl_loss=True,
+            default_profile_only=True,
+            single_process=True,
+            pins=("unsloth", "unsloth_zoo"),
+            modelled=False,
+            method_fact="unsloth",
+            no_compile="unsloth replaces the layers' forward with its own kernels and compiles what it compiles",
+        ),
     ]
-}  # fmt: skip
+}
 ENGINES = tuple(REGISTRY)
 # Libraries whose versions unsloth pins (its METADATA); a mismatch is refused unless engine.check_versions=false.
 PINNED = ("torch", "transformers", "trl", "peft", "datasets", "accelerate", "bitsandbytes")
@@ -137,7 +156,9 @@ def version_conflicts(dist: str, names: tuple[str, ...] = PINNED) -> list[str]:
         except importlib.metadata.PackageNotFoundError:
             continue
         if not req.specifier.contains(have, prereleases=True):
-            out.append(f"{dist} {importlib.metadata.version(dist)} requires {req.name}{req.specifier}, installed {have}")
+            out.append(
+                f"{dist} {importlib.metadata.version(dist)} requires {req.name}{req.specifier}, installed {have}"
+            )
     return out
 
 
@@ -147,29 +168,41 @@ def unavailable_reason(cfg: DictConfig, method_name: str) -> str | None:
     profile = (cfg.get("profile") or {}).get("name", "default")
     if not runs_method(engine, method_name):
         runnable = ", ".join(m for m in method_names() if runs_method(engine, m))
-        return (f"engine={engine.name} cannot run method={method_name}: it has a path for {runnable} only. "
-                f"Run method={method_name} with engine=peft or engine=liger.")  # fmt: skip
+        return (
+            f"engine={engine.name} cannot run method={method_name}: it has a path for {runnable} only. "
+            f"Run method={method_name} with engine=peft or engine=liger."
+        )
     if engine.default_profile_only and profile != "default":
-        return (f"engine={engine.name} with profile={profile}: the profile's Liger kernels and checkpointing choice "
-                f"would replace {engine.name}'s own. Use profile=default with engine={engine.name}.")  # fmt: skip
+        return (
+            f"engine={engine.name} with profile={profile}: the profile's Liger kernels and checkpointing choice "
+            f"would replace {engine.name}'s own. Use profile=default with engine={engine.name}."
+        )
     if engine.single_process:
         from peftbench import distributed
 
         if distributed.world_size() > 1:
-            return (f"engine={engine.name} runs on one GPU in peftbench; under torchrun/accelerate use engine=peft "
-                    f"or liger.")  # fmt: skip
+            return (
+                f"engine={engine.name} runs on one GPU in peftbench; under torchrun/accelerate use engine=peft "
+                f"or liger."
+            )
     if engine.needs_gpu and not has_gpu():
-        return (f"engine={engine.name}: {engine.needs_gpu} a CUDA GPU, and this machine has none "
-                f"(torch.cuda.is_available() is False). Run this point on a GPU machine, or use engine=peft.")  # fmt: skip
+        return (
+            f"engine={engine.name}: {engine.needs_gpu} a CUDA GPU, and this machine has none "
+            f"(torch.cuda.is_available() is False). Run this point on a GPU machine, or use engine=peft."
+        )
     if not installed(engine):
-        return (f"engine={engine.name}: the `{engine.module}` package is not installed. Install the extra: "
-                f'pip install "peftbench[{engine.name}]" ({engine.dist}), or use engine=peft.')  # fmt: skip
+        return (
+            f"engine={engine.name}: the `{engine.module}` package is not installed. Install the extra: "
+            f'pip install "peftbench[{engine.name}]" ({engine.dist}), or use engine=peft.'
+        )
     if engine.pins and cfg.engine.get("check_versions", True):
         conflicts = [c for dist in engine.pins for c in version_conflicts(dist)]
         if conflicts:
-            return (f"engine={engine.name}: installed versions outside its pins: {'; '.join(conflicts)}. "
-                    f'Fix: pip install "peftbench[{engine.name}]" in a fresh environment (it resolves versions '
-                    f"{engine.name} accepts), or set engine.check_versions=false to try anyway.")  # fmt: skip
+            return (
+                f"engine={engine.name}: installed versions outside its pins: {'; '.join(conflicts)}. "
+                f'Fix: pip install "peftbench[{engine.name}]" in a fresh environment (it resolves versions '
+                f"{engine.name} accepts), or set engine.check_versions=false to try anyway."
+            )
     return None
 
 
@@ -235,12 +268,17 @@ def import_unsloth() -> dict[str, Any]:
     os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # unsloth would fetch a file from the hub on each load
     before = "transformers" in sys.modules
     if before:
-        log.warning("engine=unsloth: transformers was imported before unsloth in this process; unsloth's patches "
-                    "may be incomplete (peftbench runs unsloth points in a fresh child process to avoid this).")  # fmt: skip
+        log.warning(
+            "engine=unsloth: transformers was imported before unsloth in this process; unsloth's patches "
+            "may be incomplete (peftbench runs unsloth points in a fresh child process to avoid this)."
+        )
     import unsloth  # noqa: F401
 
-    return {"engine_transformers_imported_first": before, "engine_version": importlib.metadata.version("unsloth"),
-            "unsloth_zoo_version": importlib.metadata.version("unsloth_zoo")}  # fmt: skip
+    return {
+        "engine_transformers_imported_first": before,
+        "engine_version": importlib.metadata.version("unsloth"),
+        "unsloth_zoo_version": importlib.metadata.version("unsloth_zoo"),
+    }
 
 
 def random_checkpoint(model_cfg: Any, tokenizer: Any) -> Path:
@@ -258,9 +296,16 @@ def random_checkpoint(model_cfg: Any, tokenizer: Any) -> Path:
     config = models.load_config(model_cfg)
     if len(tokenizer) > config.vocab_size:
         config.vocab_size = len(tokenizer)
-    key = json.dumps({"config": config.to_diff_dict(), "seed": int(model_cfg.get("init_seed", 0)),
-                      "dtype": str(model_cfg.dtype), "vocab": sorted(tokenizer.get_vocab().items())[:64]},
-                     sort_keys=True, default=str)  # fmt: skip
+    key = json.dumps(
+        {
+            "config": config.to_diff_dict(),
+            "seed": int(model_cfg.get("init_seed", 0)),
+            "dtype": str(model_cfg.dtype),
+            "vocab": sorted(tokenizer.get_vocab().items())[:64],
+        },
+        sort_keys=True,
+        default=str,
+    )
     target = models.cache_root() / "random_init" / f"{model_cfg.name}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     if (target / "peftbench_random_init.json").exists():
         print(f"peftbench: random-init checkpoint (cached): {target}", flush=True)
@@ -288,8 +333,11 @@ def linear_leaf_names(model: Any) -> list[str]:
     """What PEFT's `all-linear` means, as the leaf names unsloth takes: every linear layer but the output head."""
     from torch import nn
 
-    names = {n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-             if isinstance(m, nn.Linear) or type(m).__name__ in ("Linear4bit", "Linear8bitLt")}  # fmt: skip
+    names = {
+        n.rsplit(".", 1)[-1]
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) or type(m).__name__ in ("Linear4bit", "Linear8bitLt")
+    }
     names.discard("lm_head")
     return sorted(names)
 
@@ -310,10 +358,16 @@ def unsloth_load(cfg: DictConfig, method_cfg: dict[str, Any], seq_len: int):
     else:
         source = models.local_folder(str(cfg.model.name_or_path))
     quant = methods.quantization_config(method_cfg)
-    kwargs: dict[str, Any] = dict(model_name=source, max_seq_length=seq_len, dtype=models.torch_dtype(cfg.model.dtype),
-                                  load_in_4bit=quant is not None, full_finetuning=method.trains == "all",
-                                  use_gradient_checkpointing=mode, trust_remote_code=cfg.model.trust_remote_code,
-                                  revision=cfg.model.get("revision"))  # fmt: skip
+    kwargs: dict[str, Any] = dict(
+        model_name=source,
+        max_seq_length=seq_len,
+        dtype=models.torch_dtype(cfg.model.dtype),
+        load_in_4bit=quant is not None,
+        full_finetuning=method.trains == "all",
+        use_gradient_checkpointing=mode,
+        trust_remote_code=cfg.model.trust_remote_code,
+        revision=cfg.model.get("revision"),
+    )
     if kwargs["dtype"] == "auto":
         kwargs["dtype"] = None  # unsloth's own choice (bf16 where supported)
     if quant is not None:
@@ -325,16 +379,26 @@ def unsloth_load(cfg: DictConfig, method_cfg: dict[str, Any], seq_len: int):
         targets = pc.target_modules
         if targets == "all-linear" or targets == {"all-linear"}:
             targets = linear_leaf_names(model)
-        lora = dict(r=pc.r, lora_alpha=pc.lora_alpha, lora_dropout=pc.lora_dropout, target_modules=sorted(targets),
-                    bias=pc.bias, use_rslora=pc.use_rslora, init_lora_weights=pc.init_lora_weights,
-                    use_gradient_checkpointing=mode, random_state=int(cfg.train.seed))  # fmt: skip
+        lora = dict(
+            r=pc.r,
+            lora_alpha=pc.lora_alpha,
+            lora_dropout=pc.lora_dropout,
+            target_modules=sorted(targets),
+            bias=pc.bias,
+            use_rslora=pc.use_rslora,
+            init_lora_weights=pc.init_lora_weights,
+            use_gradient_checkpointing=mode,
+            random_state=int(cfg.train.seed),
+        )
         if pc.use_dora:
             lora["use_dora"] = True
         model = FastLanguageModel.get_peft_model(model, **lora)
         info["engine_kernels"] = fused_lora_summary(model)
         if pc.use_dora:
-            info["engine_note"] = ("DoRA: unsloth leaves layers with a DoRA magnitude vector out of its fused LoRA "
-                                   "kernels, so they run PEFT's own DoRA forward (with unsloth's checkpointing).")  # fmt: skip
+            info["engine_note"] = (
+                "DoRA: unsloth leaves layers with a DoRA magnitude vector out of its fused LoRA "
+                "kernels, so they run PEFT's own DoRA forward (with unsloth's checkpointing)."
+            )
     else:
         info["engine_kernels"] = "unsloth full fine-tuning (compiled blocks)"
     if tokenizer.pad_token is None:
@@ -377,8 +441,11 @@ def train_in_child(cfg: DictConfig, record: dict[str, Any]) -> dict[str, Any]:
         log.info("engine=%s: training in a child process (%s)", name(cfg), " ".join(command[1:4]))
         proc = subprocess.run(command, env=env, check=False)
         if not out_path.exists():
-            raise EngineChildError("failed", f"engine={name(cfg)} child process exited with code {proc.returncode} "
-                                             f"and wrote no result (killed? see the log above)")  # fmt: skip
+            raise EngineChildError(
+                "failed",
+                f"engine={name(cfg)} child process exited with code {proc.returncode} "
+                f"and wrote no result (killed? see the log above)",
+            )
         result = json.loads(out_path.read_text())
     if result["status"] != "ok":
         raise EngineChildError(result["status"], result["error"], result.get("traceback"))

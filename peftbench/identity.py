@@ -16,9 +16,15 @@ import torch
 
 # PEFT config fields that describe where the adapter came from, not what it is: left out of `method_config`.
 PEFT_BOOKKEEPING = {
-    "base_model_name_or_path", "revision", "task_type", "peft_type", "inference_mode", "auto_mapping",
-    "peft_version", "runtime_config",
-}  # fmt: skip
+    "base_model_name_or_path",
+    "revision",
+    "task_type",
+    "peft_type",
+    "inference_mode",
+    "auto_mapping",
+    "peft_version",
+    "runtime_config",
+}
 LORA_INITS = {"pissa", "olora", "loftq", "corda", "eva", "orthogonal"}  # init_lora_weights values that name a method
 MAX_HASHED_ROWS = 100_000  # a list-like training set longer than this is fingerprinted by length and its ends
 
@@ -53,7 +59,9 @@ def infer_method(model: torch.nn.Module) -> tuple[str, dict[str, Any]]:
                 name = "rslora"
             elif isinstance(init, str) and init.split("_")[0] in LORA_INITS:
                 name = init.split("_")[0]
-            if getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False):
+            if getattr(model, "is_loaded_in_4bit", False) or getattr(
+                getattr(model, "base_model", None), "is_loaded_in_4bit", False
+            ):
                 name = "qlora" if name == "lora" else f"q{name}"
         return name, options
     params = [(n, p) for n, p in model.named_parameters()]
@@ -122,8 +130,12 @@ def dataset_fingerprint(dataset: Any) -> dict[str, Any]:
                     for buffer in chunk.buffers():
                         if buffer is not None:
                             digest.update(memoryview(buffer))
-        out.update(train_examples=len(dataset), dataset_fingerprint=digest.hexdigest()[:16],
-                   dataset_fingerprint_source="arrow sha256", datasets_fingerprint=getattr(dataset, "_fingerprint", None))  # fmt: skip
+        out.update(
+            train_examples=len(dataset),
+            dataset_fingerprint=digest.hexdigest()[:16],
+            dataset_fingerprint_source="arrow sha256",
+            datasets_fingerprint=getattr(dataset, "_fingerprint", None),
+        )
         return out
     try:
         n = len(dataset)

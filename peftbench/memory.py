@@ -70,8 +70,10 @@ def parse_plan(plan: str) -> tuple[int | None, bool]:
         return 1, True
     if text.startswith("every_") and text[6:].isdigit() and int(text[6:]) >= 2:
         return int(text[6:]), False
-    raise PlanError(f"`{text}` is not a checkpointing plan: use off, every_<n> (n >= 2: every n-th decoder layer "
-                    f"checkpointed), all, or all_offload (all, with the saved layer inputs in pinned host memory)")
+    raise PlanError(
+        f"`{text}` is not a checkpointing plan: use off, every_<n> (n >= 2: every n-th decoder layer "
+        f"checkpointed), all, or all_offload (all, with the saved layer inputs in pinned host memory)"
+    )
 
 
 def checkpointed_layers(plan: str, layers: int) -> list[int]:
@@ -158,7 +160,8 @@ def low_rank_states(shape: Shape, rank: int) -> float:
     return 2 * (shape.linear_params + shape.other_params) + projected + 4 * shape.other_params
 
 
-# Bytes held per trainable parameter beyond the frozen weights, by a method's `states` fact (BF16: its adapters in bf16).
+# Bytes held per trainable parameter beyond the frozen weights, by a method's `states` fact (bf16: its adapters in
+# bf16).
 STATE_BYTES = {
     "adapter": 16,  # fp32 adapter (PEFT's default): weight 4, grad 4, Adam moments 8
     "adapter_bf16": 8,  # bf16 adapter (QLoRA through TRL, profile=fast LoRA): weight 2, grad 2, moments 4
@@ -211,11 +214,18 @@ def predict(
     its predicted trainable count. A method with no `activations` fact is not modelled: the weights, states and
     trainable count are still given, `predicted_peak_gib` is None and `memory_model` says why."""
     if trainable is None:
-        return {"predicted_trainable_params": None, "predicted_peak_gib": None,
-                "memory_model": f"not modelled: what method={method.name} trains depends on the weights' values"}
+        return {
+            "predicted_trainable_params": None,
+            "predicted_peak_gib": None,
+            "memory_model": f"not modelled: what method={method.name} trains depends on the weights' values",
+        }
     s = shape_of(model_config)
     bf16 = method.quantize_4bit or (bf16_adapters and method.bf16_adapters)  # TRL casts QLoRA's adapters to bf16
-    weights = s.linear_params * NF4_BYTES + s.other_params * 2 if method.quantize_4bit else (s.linear_params + s.other_params) * 2
+    weights = (
+        s.linear_params * NF4_BYTES + s.other_params * 2
+        if method.quantize_4bit
+        else (s.linear_params + s.other_params) * 2
+    )
     states = state_bytes(s, method, method_cfg, trainable, bf16)
     out: dict[str, Any] = {"predicted_trainable_params": trainable}
     parts = {"weights": weights, "trainable_states": states}

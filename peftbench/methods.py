@@ -10,8 +10,9 @@ from __future__ import annotations
 import fnmatch
 import functools
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -82,7 +83,9 @@ def targeted_linears(model: torch.nn.Module, peft_config) -> list[torch.nn.Linea
 
     tuner = PEFT_TYPE_TO_TUNER_MAPPING[peft_config.peft_type]
     config = tuner._prepare_adapter_config(tuner, copy.deepcopy(peft_config), model.config.to_dict())
-    return [m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and check_target_module_exists(config, n)]
+    return [
+        m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and check_target_module_exists(config, n)
+    ]
 
 
 # Trainable counts of methods PEFT cannot set up on the meta device (their setup reads values: .item(), nonzero,
@@ -100,8 +103,10 @@ def _shira_count(model, config) -> int:  # shira/layer.py: r * (in + out) sparse
     for m in targeted_linears(model, config):
         n = config.r * (m.in_features + m.out_features)
         if n > m.in_features * m.out_features:  # SHiRA's own check, worded as in shira/layer.py
-            raise ValueError(f"The set rank {config.r} results in more shira params than the total number of params "
-                             f"in the base layer {m.in_features * m.out_features} and this is not allowed.")
+            raise ValueError(
+                f"The set rank {config.r} results in more shira params than the total number of params "
+                f"in the base layer {m.in_features * m.out_features} and this is not allowed."
+            )
         total += n
     return total
 
@@ -126,8 +131,10 @@ def _peft(name: str, peft_type: str, **facts) -> Method:
 # PEFT (peft_model.py, _setup_prompt_encoder): "prefix tuning now uses Cache but that won't work with gradient
 # checkpointing"; transformers' checkpointed decoder layers drop the cache (GradientCheckpointingLayer), so the prefix
 # is lost while the attention mask keeps its columns (run 20 on the H200: 2048 positions against a 2064-wide mask).
-_KV_PREFIX = ("PEFT: its trained prefix is a KV cache, which transformers' gradient-checkpointed decoder layers drop "
-              "(peft: 'does not work with gradient checkpointing')")
+_KV_PREFIX = (
+    "PEFT: its trained prefix is a KV cache, which transformers' gradient-checkpointed decoder layers drop "
+    "(peft: 'does not work with gradient checkpointing')"
+)
 
 REGISTRY: dict[str, Method] = {
     m.name: m
@@ -136,17 +143,29 @@ REGISTRY: dict[str, Method] = {
         _lora("qlora", quantize_4bit=True, activations="shared_inputs"),
         _lora("dora", activations="dora"),
         _peft("ia3", "IA3", activations="ia3"),
-        _peft("prompt_tuning", "PROMPT_TUNING", mergeable=False, activations="none", adds_tokens=True,
-              meta_overrides=(("prompt_tuning_init", "RANDOM"),)),
+        _peft(
+            "prompt_tuning",
+            "PROMPT_TUNING",
+            mergeable=False,
+            activations="none",
+            adds_tokens=True,
+            meta_overrides=(("prompt_tuning_init", "RANDOM"),),
+        ),
         Method("bitfit", trains="biases", states="added_bf16", activations="none"),
         Method("full", trains="all", unsloth=True, states="adamw_bf16", activations="shared_inputs"),
         _lora("rslora", bf16_adapters=True),
         _lora("pissa", bf16_adapters=True, meta_overrides=(("init_lora_weights", True),)),
         _lora("olora", meta_overrides=(("init_lora_weights", True),)),  # its QR reads the weights: none on meta
         _lora("loraplus", optimizer="loraplus", bf16_adapters=True),
-        Method("qlora_loftq", "LORA", quantize_4bit=True, activations="shared_inputs", init="loftq",
-               needs_cuda="PEFT's replace_lora_weights_loftq computes on a CUDA device (torch.cuda.is_available() is "
-                          "False here). Run it on a GPU machine, or use method=qlora."),
+        Method(
+            "qlora_loftq",
+            "LORA",
+            quantize_4bit=True,
+            activations="shared_inputs",
+            init="loftq",
+            needs_cuda="PEFT's replace_lora_weights_loftq computes on a CUDA device (torch.cuda.is_available() is "
+            "False here). Run it on a GPU machine, or use method=qlora.",
+        ),
         _peft("vera", "VERA"),
         _peft("prefix_tuning", "PREFIX_TUNING", mergeable=False, no_checkpointing=_KV_PREFIX),
         _peft("cartridge", "CARTRIDGE", mergeable=False, no_checkpointing=_KV_PREFIX),
@@ -190,9 +209,14 @@ REGISTRY: dict[str, Method] = {
         Method("full_galore", trains="all", states="galore", activations="shared_inputs", extra="galore_torch:galore"),
         Method("full_apollo", trains="all", states="apollo", activations="shared_inputs", extra="apollo_torch:apollo"),
         Method("full_adamw8bit", trains="all", states="adamw_8bit", activations="shared_inputs"),
-        Method("full_paged_adamw", trains="all", states="paged", activations="shared_inputs",
-               needs_cuda="bitsandbytes' paged optimizers keep their states in CUDA managed memory, which needs a CUDA "
-                          "GPU (torch.cuda.is_available() is False here). Run it on a GPU machine, or use method=full."),
+        Method(
+            "full_paged_adamw",
+            trains="all",
+            states="paged",
+            activations="shared_inputs",
+            needs_cuda="bitsandbytes' paged optimizers keep their states in CUDA managed memory, which needs a CUDA "
+            "GPU (torch.cuda.is_available() is False here). Run it on a GPU machine, or use method=full.",
+        ),
     ]
 }
 
@@ -308,7 +332,9 @@ def _predicted_trainable(method_json: str, model_config_json: str) -> int | None
 
     method_cfg = json.loads(method_json)
     fields_ = json.loads(model_config_json)
-    fields_.pop("quantization_config", None)  # the loaded model's 4-bit settings: the count is the same on a plain build
+    fields_.pop(
+        "quantization_config", None
+    )  # the loaded model's 4-bit settings: the count is the same on a plain build
     model_config = AutoConfig.for_model(**fields_)
     method = get_method(method_cfg["name"])
     if method.trainable is not None:
@@ -317,14 +343,32 @@ def _predicted_trainable(method_json: str, model_config_json: str) -> int | None
     return count_trainable(setup_on_meta(method_cfg, model_config))
 
 
-def predict_memory(method_cfg: dict[str, Any], model_config, seq_len: int, micro_batch: int,
-                   gradient_checkpointing: bool, fused_kernels: bool = False, bf16_adapters: bool = False,
-                   plan: str | None = None, compiled: bool = False):
+def predict_memory(
+    method_cfg: dict[str, Any],
+    model_config,
+    seq_len: int,
+    micro_batch: int,
+    gradient_checkpointing: bool,
+    fused_kernels: bool = False,
+    bf16_adapters: bool = False,
+    plan: str | None = None,
+    compiled: bool = False,
+):
     """memory.predict for this method, with its registry facts and its predicted trainable count (`plan`: a
     checkpointing plan, memory.PLANS; None: `gradient_checkpointing` as `all` or `off`)."""
-    return memory.predict(model_config, get_method(method_cfg["name"]), method_cfg,
-                          predicted_trainable(method_cfg, model_config), seq_len, micro_batch, gradient_checkpointing,
-                          fused_kernels, bf16_adapters, plan, compiled)
+    return memory.predict(
+        model_config,
+        get_method(method_cfg["name"]),
+        method_cfg,
+        predicted_trainable(method_cfg, model_config),
+        seq_len,
+        micro_batch,
+        gradient_checkpointing,
+        fused_kernels,
+        bf16_adapters,
+        plan,
+        compiled,
+    )
 
 
 def applicability_error(method_cfg: dict[str, Any], model_config) -> str | None:
@@ -343,10 +387,15 @@ def applicability_error(method_cfg: dict[str, Any], model_config) -> str | None:
     except (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError) as exc:
         return f"PEFT refuses it: {type(exc).__name__}: {exc}"
     if isinstance(model.get_output_embeddings(), BaseTunerLayer):  # TRL's SFTTrainer refuses it (its fused LM head)
-        tied = " (this model ties its input and output embeddings, so an adapter on one is on both)" if getattr(
-            model_config, "tie_word_embeddings", False) else ""
-        return ("the adapter would wrap the LM head, which TRL's SFTTrainer refuses: its loss reads lm_head.weight "
-                f"directly, so the adapter would never train{tied}.")
+        tied = (
+            " (this model ties its input and output embeddings, so an adapter on one is on both)"
+            if getattr(model_config, "tie_word_embeddings", False)
+            else ""
+        )
+        return (
+            "the adapter would wrap the LM head, which TRL's SFTTrainer refuses: its loss reads lm_head.weight "
+            f"directly, so the adapter would never train{tied}."
+        )
     return None
 
 

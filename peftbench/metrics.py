@@ -166,7 +166,7 @@ def nvml_used_gib() -> float | None:
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nvml_handle(index: int) -> Any:
     """NVML's handle for CUDA device `index`, looked up once per process (the callback reads memory every step), or
     None without NVML. NVML numbers all GPUs of the host, so under CUDA_VISIBLE_DEVICES it is found by UUID."""

@@ -131,14 +131,20 @@ def gguf_to_folder(gguf_path: str) -> Path:
         folder, name = str(Path(gguf_path).parent), Path(gguf_path).name
         size_mb = Path(gguf_path).stat().st_size / 1e6
         start = time.perf_counter()
-        log.info("GGUF %s (%.0f MB): converting once to a safetensors folder in %s (later runs read it)", name,
-                 size_mb, target)  # fmt: skip
+        log.info(
+            "GGUF %s (%.0f MB): converting once to a safetensors folder in %s (later runs read it)",
+            name,
+            size_mb,
+            target,
+        )
         tmp = target.with_name(f"{target.name}.{os.getpid()}{TEMP_SUFFIX}")
         try:
             log.info("GGUF conversion 1/3: reading and dequantizing the weights")
             tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
             loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-            config = AutoConfig.for_model(**{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"})
+            config = AutoConfig.for_model(
+                **{k: v for k, v in loaded.config.to_dict().items() if k != "quantization_config"}
+            )
             log.info("GGUF conversion 2/3: copying the weights into a plain model")
             plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
             plain.load_state_dict(loaded.state_dict())
@@ -182,8 +188,9 @@ def gguf_metadata_folder(spec: str) -> str | None:
         return str(meta)
     with conversion_lock(meta):
         if not (meta / "config.json").exists():
-            log.info("GGUF %s: reading its config and tokenizer from the file's metadata once (no weights)",
-                     Path(path).name)  # fmt: skip
+            log.info(
+                "GGUF %s: reading its config and tokenizer from the file's metadata once (no weights)", Path(path).name
+            )
             source = {"pretrained_model_name_or_path": str(Path(path).parent), "gguf_file": Path(path).name}
             tmp = meta.with_name(f"{meta.name}.{os.getpid()}{TEMP_SUFFIX}")
             try:
@@ -266,7 +273,8 @@ def random_init_model(config, dtype, device: str, quantization_config: Any = Non
 
     No checkpoint and no full-precision copy of the whole model ever exists, so a 70B architecture in 4-bit fits one
     80 GB GPU. Only parameters go to meta (accelerate's `init_empty_weights(include_buffers=False)`): buffers such as
-    the rotary `inv_freq` are computed at construction and are not in any state dict, so they must be real from the start.
+    the rotary `inv_freq` are computed at construction and are not in any state dict, so they must be real from the
+    start.
     """
     from accelerate import init_empty_weights
     from torch import nn

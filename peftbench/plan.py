@@ -48,12 +48,17 @@ def compose_points(overrides: list[str]) -> list[tuple[list[str], Any]]:
         base = compose("config", overrides=plain, return_hydra_config=True)
         # as the basic sweeper does: the config's sweep params, then the command line's (a later key wins)
         params = [f"{k}={v}" for k, v in (base.hydra.sweeper.get("params") or {}).items()] + list(overrides)
-        jobs = [list(job) for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
-                for job in batch]  # fmt: skip
+        jobs = [
+            list(job)
+            for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+            for job in batch
+        ]
         return [(job, compose("config", overrides=job)) for job in jobs or [[]]]
 
 
-def plan_rows(points: list[tuple[list[str], Any]], total_gib: float | None, gpu_name: str | None) -> list[dict[str, Any]]:
+def plan_rows(
+    points: list[tuple[list[str], Any]], total_gib: float | None, gpu_name: str | None
+) -> list[dict[str, Any]]:
     """One row per point: its label, predicted peak per plan, the choice and a calibrated rate (or None)."""
     from peftbench.point import Point
 
@@ -69,8 +74,9 @@ def plan_rows(points: list[tuple[list[str], Any]], total_gib: float | None, gpu_
         if point.method is None:
             methods.get_method(point.method_cfg["name"])  # raises the unknown name with the known ones
         if point.engine is None:
-            raise planner.PlanInputError(f"engine: unknown engine `{engines.name(cfg)}`. Known engines: "
-                                         f"{', '.join(engines.REGISTRY)}.")  # fmt: skip
+            raise planner.PlanInputError(
+                f"engine: unknown engine `{engines.name(cfg)}`. Known engines: {', '.join(engines.REGISTRY)}."
+            )
         profiles.check_plan_options(point.profile)
         if point.seq_len is None:
             raise planner.PlanInputError("data.seq_len / train.max_length: not a number of tokens.")
@@ -79,20 +85,37 @@ def plan_rows(points: list[tuple[list[str], Any]], total_gib: float | None, gpu_
         setup = profiles.setup_of(point, model_config)
         measured = planner.rate(setup, choice.plan or "own", gpu_name)
         label = " ".join(o for o in job if o.partition("=")[0] in varying) or cfg.method.name
-        rows.append({"label": label, "choice": choice, "rate": measured, "engine": setup.engine,
-                     "profile": point.profile_name, "seq_len": setup.seq_len,
-                     "micro_batch": setup.micro_batch, "model": setup.model})  # fmt: skip
+        rows.append(
+            {
+                "label": label,
+                "choice": choice,
+                "rate": measured,
+                "engine": setup.engine,
+                "profile": point.profile_name,
+                "seq_len": setup.seq_len,
+                "micro_batch": setup.micro_batch,
+                "model": setup.model,
+            }
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="peftbench plan", description=__doc__.splitlines()[0],
-                                     epilog="Any other argument is a Hydra override, as for `python -m peftbench`.")
+    parser = argparse.ArgumentParser(
+        prog="peftbench plan",
+        description=__doc__.splitlines()[0],
+        epilog="Any other argument is a Hydra override, as for `python -m peftbench`.",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--gpu", help=f"a GPU by name: {', '.join(g.name for g in planner.GPUS)}")
     where.add_argument("--gpu-memory", type=float, metavar="GIB", help="the GPU's memory in GiB (any card)")
-    parser.add_argument("-m", "--multirun", action="store_true", help="accepted as `python -m peftbench` takes it; "
-                        "a comma list (method=lora,qlora) or the recipe's sweep is expanded either way")  # fmt: skip
+    parser.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="accepted as `python -m peftbench` takes it; "
+        "a comma list (method=lora,qlora) or the recipe's sweep is expanded either way",
+    )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides: +recipe=NAME, method=lora,qlora, key=value")
     args = parser.parse_args(argv)
     console.quiet_libraries()
@@ -101,14 +124,19 @@ def main(argv: list[str] | None = None) -> int:
             raise planner.PlanInputError(f"--gpu-memory: got {args.gpu_memory:g}; expected a positive number of GiB.")
         if args.gpu:
             found = planner.gpu(args.gpu)
-            total, name, where_text = found.memory_gib, found.name, f"{found.name} ({found.memory_gib:.2f} GiB: {found.source})"
+            total, name, where_text = (
+                found.memory_gib,
+                found.name,
+                f"{found.name} ({found.memory_gib:.2f} GiB: {found.source})",
+            )
         elif args.gpu_memory is not None:
             total, name, where_text = args.gpu_memory, None, f"a GPU of {args.gpu_memory:g} GiB"
         else:
             total, name = profiles.gpu_memory_gib(), profiles.local_gpu_name()
             if total is None:
-                raise planner.PlanInputError("--gpu: no GPU here to plan for. Name one (--gpu H100-80GB) or give its "
-                                             "memory (--gpu-memory 24).")  # fmt: skip
+                raise planner.PlanInputError(
+                    "--gpu: no GPU here to plan for. Name one (--gpu H100-80GB) or give its memory (--gpu-memory 24)."
+                )
             where_text = f"this machine's GPU ({total:.2f} GiB)"
         points = compose_points(args.overrides)
         rows = plan_rows(points, total, name)

@@ -27,7 +27,7 @@ class PlanInputError(InputError):
     """A GPU name, a memory size or a plan the planner cannot use; raised before any model loads."""
 
 
-# -- GPUs: name -> memory (GiB, as the runtime sees it where a committed run measured it) -------------------------------
+# -- GPUs: name -> memory (GiB, as the runtime sees it where a committed run measured it) --------------------------
 @dataclass(frozen=True)
 class Gpu:
     name: str
@@ -37,10 +37,18 @@ class Gpu:
 
 
 GPUS: tuple[Gpu, ...] = (
-    Gpu("H100-80GB", 81559 / 1024, "nvidia-smi's 81559 MiB in results/h100/run*/logs/env.log",
-        ("H100", "H100-SXM", "NVIDIA H100 80GB HBM3")),
-    Gpu("H200", 139.80072021484375, "torch total_memory (gpu_total_gib) in results/h200 records",
-        ("H200-141GB", "NVIDIA H200")),
+    Gpu(
+        "H100-80GB",
+        81559 / 1024,
+        "nvidia-smi's 81559 MiB in results/h100/run*/logs/env.log",
+        ("H100", "H100-SXM", "NVIDIA H100 80GB HBM3"),
+    ),
+    Gpu(
+        "H200",
+        139.80072021484375,
+        "torch total_memory (gpu_total_gib) in results/h200 records",
+        ("H200-141GB", "NVIDIA H200"),
+    ),
     Gpu("A100-40GB", 40.0, "vendor capacity, 40 GiB (not measured here)", ("A100-SXM4-40GB", "A100-PCIE-40GB")),
     Gpu("A100-80GB", 80.0, "vendor capacity, 80 GiB (not measured here)", ("A100", "A100-SXM4-80GB", "A100-PCIE-80GB")),
     Gpu("L40S", 48.0, "vendor capacity, 48 GiB (not measured here)", ()),
@@ -49,7 +57,7 @@ GPUS: tuple[Gpu, ...] = (
     Gpu("RTX-4090", 24.0, "vendor capacity, 24 GiB (not measured here)", ("4090", "GeForce RTX 4090")),
     Gpu("RTX-3090", 24.0, "vendor capacity, 24 GiB (not measured here)", ("3090", "GeForce RTX 3090")),
     Gpu("T4", 16.0, "vendor capacity, 16 GiB (not measured here)", ("Tesla T4",)),
-)  # fmt: skip
+)
 
 
 def _norm(name: str) -> str:
@@ -69,8 +77,10 @@ def gpu(name: str, field_name: str = "--gpu") -> Gpu:
     found = find_gpu(name)
     if found is None:
         known = ", ".join(f"{g.name} ({g.memory_gib:.1f} GiB)" for g in GPUS)
-        raise PlanInputError(f"{field_name}: unknown GPU `{name}`. Known GPUs: {known}. For another card give its "
-                             f"memory instead: --gpu-memory GIB (e.g. --gpu-memory 24).")  # fmt: skip
+        raise PlanInputError(
+            f"{field_name}: unknown GPU `{name}`. Known GPUs: {known}. For another card give its "
+            f"memory instead: --gpu-memory GIB (e.g. --gpu-memory 24)."
+        )
     return found
 
 
@@ -78,8 +88,9 @@ def check_plan(plan: str, field_name: str = "profile.checkpointing") -> None:
     try:
         memory.parse_plan(plan)
     except memory.PlanError as exc:
-        raise PlanInputError(f"{field_name}: {exc}, or `auto` to let the planner choose the fastest that fits "
-                             f"profile.memory_budget_gib.") from None  # fmt: skip
+        raise PlanInputError(
+            f"{field_name}: {exc}, or `auto` to let the planner choose the fastest that fits profile.memory_budget_gib."
+        ) from None
 
 
 # -- one point's setup ------------------------------------------------------------------------------------------------
@@ -107,9 +118,17 @@ def predict_plans(setup: Setup, plans: tuple[str, ...] = PLANS) -> dict[str, flo
         return {p: None for p in plans}
     out = {}
     for plan in plans:
-        pred = methods.predict_memory(setup.method_cfg, setup.model_config, setup.seq_len, setup.micro_batch,
-                                      plan != "off", setup.liger, setup.bf16_adapters, plan=plan,
-                                      compiled=setup.compiled)  # fmt: skip
+        pred = methods.predict_memory(
+            setup.method_cfg,
+            setup.model_config,
+            setup.seq_len,
+            setup.micro_batch,
+            plan != "off",
+            setup.liger,
+            setup.bf16_adapters,
+            plan=plan,
+            compiled=setup.compiled,
+        )
         out[plan] = pred.get("predicted_peak_gib")
     return out
 
@@ -118,9 +137,21 @@ def rate(setup: Setup, plan: str, gpu_name: str | None) -> calibration.Rate | No
     """The calibration's measured rate for this setup and plan on this GPU, or None (no made-up number)."""
     if gpu_name is None or not setup.synthetic:
         return None
-    return calibration.lookup((gpu_name, setup.engine, setup.method_cfg["name"], setup.model, "synthetic",
-                               setup.seq_len, setup.micro_batch, plan, setup.liger, setup.bf16_adapters,
-                               setup.compiled))  # fmt: skip
+    return calibration.lookup(
+        (
+            gpu_name,
+            setup.engine,
+            setup.method_cfg["name"],
+            setup.model,
+            "synthetic",
+            setup.seq_len,
+            setup.micro_batch,
+            plan,
+            setup.liger,
+            setup.bf16_adapters,
+            setup.compiled,
+        )
+    )
 
 
 def fastest_first(plans: tuple[str, ...], rates: dict[str, float]) -> list[str]:
@@ -138,7 +169,8 @@ class Choice:
     """The plan a point runs with, and why."""
 
     plan: str | None  # None: the engine's own checkpointing (unsloth)
-    how: str  # `auto` (the planner chose), `fixed` (profile.checkpointing), `train` (train.gradient_checkpointing), `engine`
+    # `auto` (the planner chose), `fixed` (profile.checkpointing), `train` (train.gradient_checkpointing), `engine`
+    how: str
     budget_gib: float | None
     predicted_plans: dict[str, float | None] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)
@@ -156,18 +188,30 @@ class Choice:
             return None
         peak = self.predicted_peak_gib
         if self.fitting:
-            fix = (f"plan {self.fitting} would fit ({self.predicted_plans[self.fitting]:.2f} GiB): set "
-                   f"profile.checkpointing={self.fitting} (or auto)")  # fmt: skip
+            fix = (
+                f"plan {self.fitting} would fit ({self.predicted_plans[self.fitting]:.2f} GiB): set "
+                f"profile.checkpointing={self.fitting} (or auto)"
+            )
         else:
             smallest = min((p for p, v in self.predicted_plans.items() if v is not None), key=self.predicted_plans.get)
-            fix = (f"no checkpointing plan fits (the smallest, {smallest}, is {self.predicted_plans[smallest]:.2f} GiB): "
-                   f"lower train.per_device_train_batch_size or the sequence length, use a smaller model, or a GPU with more memory")
-        return (f"predicted peak {peak:.2f} GiB with checkpointing plan {self.plan} exceeds the memory budget "
-                f"{self.budget_gib:.2f} GiB; {fix}.")  # fmt: skip
+            fix = (
+                f"no checkpointing plan fits (the smallest, {smallest}, is {self.predicted_plans[smallest]:.2f} GiB): "
+                f"lower train.per_device_train_batch_size or the sequence length, use a smaller model, "
+                f"or a GPU with more memory"
+            )
+        return (
+            f"predicted peak {peak:.2f} GiB with checkpointing plan {self.plan} exceeds the memory budget "
+            f"{self.budget_gib:.2f} GiB; {fix}."
+        )
 
 
-def choose(setup: Setup, requested: str | None, budget_gib: float | None, train_checkpointing: bool,
-           gpu_name: str | None = None) -> Choice:
+def choose(
+    setup: Setup,
+    requested: str | None,
+    budget_gib: float | None,
+    train_checkpointing: bool,
+    gpu_name: str | None = None,
+) -> Choice:
     """The plan for a point. `requested`: `auto` (the fastest that fits `budget_gib`), a plan string (kept), or None
     (the train group's `gradient_checkpointing`, as `all` or `off`: the default profile, the user's own job)."""
     if setup.own_checkpointing:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-from peftbench import memory, methods, planner, regional
+from peftbench import memory, planner, regional
 from peftbench.errors import InputError
 
 
@@ -46,7 +46,9 @@ def liger_applies(profile: dict[str, Any], method: Any = None, engine: Any = Non
 
 def check(profile: dict[str, Any], method: Any = None, engine: Any = None) -> None:
     """The profile group (as composed, {} for none): the extras of what it applies to this point must be installed."""
-    if liger_applies(profile, method, engine) and importlib.util.find_spec("liger_kernel") is None:  # engine=liger: engines.check
+    if (
+        liger_applies(profile, method, engine) and importlib.util.find_spec("liger_kernel") is None
+    ):  # engine=liger: engines.check
         raise ProfileError(
             f"profile={profile.get('name')}: use_liger_kernel needs the Liger kernels, which are not installed. "
             'Install them with `pip install "peftbench[liger]"` (liger-kernel), or set profile.use_liger_kernel=false.'
@@ -62,21 +64,27 @@ def check_plan_options(profile: dict[str, Any]) -> None:
         planner.check_plan(requested)
     budget = profile.get("memory_budget_gib")
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, (int, float)) or budget <= 0):
-        raise ProfileError(f"profile.memory_budget_gib: got {budget!r}; expected a positive number of GiB, or null for "
-                           f"the GPU's memory x profile.memory_fraction. Set it with profile.memory_budget_gib=24.")
+        raise ProfileError(
+            f"profile.memory_budget_gib: got {budget!r}; expected a positive number of GiB, or null for "
+            f"the GPU's memory x profile.memory_fraction. Set it with profile.memory_budget_gib=24."
+        )
     fraction = profile.get("memory_fraction", 0.9)
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ProfileError(f"profile.memory_fraction: got {fraction!r}; expected a number in (0, 1]. Set it with "
-                           f"profile.memory_fraction=0.9.")
+        raise ProfileError(
+            f"profile.memory_fraction: got {fraction!r}; expected a number in (0, 1]. Set it with "
+            f"profile.memory_fraction=0.9."
+        )
     enforce = profile.get("enforce_budget", False)
     if not isinstance(enforce, bool):
         raise ProfileError(f"profile.enforce_budget: got {enforce!r}; expected true or false.")
     total = gpu_memory_gib()
     cap = enforce_cap_gib(profile) if enforce and budget is not None else None
     if cap is not None and total is not None and cap > total:
-        raise ProfileError(f"profile.enforce_budget: the cap memory_budget_gib / memory_fraction = {cap:.2f} GiB is more "
-                           f"than this GPU's {total:.2f} GiB, so it cannot be enforced. Lower profile.memory_budget_gib, "
-                           f"or set profile.enforce_budget=false.")
+        raise ProfileError(
+            f"profile.enforce_budget: the cap memory_budget_gib / memory_fraction = {cap:.2f} GiB is more "
+            f"than this GPU's {total:.2f} GiB, so it cannot be enforced. Lower profile.memory_budget_gib, "
+            f"or set profile.enforce_budget=false."
+        )
 
 
 def requested_plan(profile: dict[str, Any]) -> str | None:
@@ -150,24 +158,41 @@ def setup_of(point: Any, model_config, compiled_layers: bool | None = None, lige
     profile resolved them for this point, where the caller knows better than the config's switches)."""
     cfg, engine = point.cfg, point.engine
     return planner.Setup(
-        method_cfg=point.method_cfg, model_config=model_config, model=str(cfg.model.get("config") or cfg.model.name),
-        engine=engine.name, seq_len=int(point.seq_len), micro_batch=int(cfg.train.per_device_train_batch_size),
-        liger=(point.uses_liger and not compiles(point)) if liger is None else liger, bf16_adapters=point.bf16_adapters,
-        compiled=compiles(point) if compiled_layers is None else compiled_layers, synthetic=point.synthetic,
-        modelled_engine=engine.modelled, own_checkpointing=engine.own_checkpointing,
-    )  # fmt: skip
+        method_cfg=point.method_cfg,
+        model_config=model_config,
+        model=str(cfg.model.get("config") or cfg.model.name),
+        engine=engine.name,
+        seq_len=int(point.seq_len),
+        micro_batch=int(cfg.train.per_device_train_batch_size),
+        liger=(point.uses_liger and not compiles(point)) if liger is None else liger,
+        bf16_adapters=point.bf16_adapters,
+        compiled=compiles(point) if compiled_layers is None else compiled_layers,
+        synthetic=point.synthetic,
+        modelled_engine=engine.modelled,
+        own_checkpointing=engine.own_checkpointing,
+    )
 
 
 def budget_gib(profile: dict[str, Any], total_gib: float | None) -> float | None:
     return planner.budget(profile.get("memory_budget_gib"), total_gib, profile.get("memory_fraction", 0.9))
 
 
-def plan_point(point: Any, model_config, total_gib: float | None, gpu_name: str | None = None,
-               compiled_layers: bool | None = None, liger: bool | None = None) -> planner.Choice:
+def plan_point(
+    point: Any,
+    model_config,
+    total_gib: float | None,
+    gpu_name: str | None = None,
+    compiled_layers: bool | None = None,
+    liger: bool | None = None,
+) -> planner.Choice:
     """The checkpointing plan of a resolved point on a GPU of `total_gib` (None: no GPU), as training chooses it."""
-    return planner.choose(setup_of(point, model_config, compiled_layers, liger), requested_plan(point.profile),
-                          budget_gib(point.profile, total_gib), bool(point.cfg.train.get("gradient_checkpointing")),
-                          gpu_name)  # fmt: skip
+    return planner.choose(
+        setup_of(point, model_config, compiled_layers, liger),
+        requested_plan(point.profile),
+        budget_gib(point.profile, total_gib),
+        bool(point.cfg.train.get("gradient_checkpointing")),
+        gpu_name,
+    )
 
 
 def local_gpu_name() -> str | None:
@@ -182,12 +207,20 @@ def local_gpu_name() -> str | None:
 
 def plan_fields(choice: planner.Choice) -> dict[str, Any]:
     """What the record says about the plan (beside profile_choices' checkpointing_plan)."""
-    return {"checkpointing_plan": choice.plan, "checkpointing_chosen_by": choice.how, "memory_budget_gib": choice.budget_gib,
-            "predicted_plans": dict(choice.predicted_plans), "predicted_plan_fits": choice.fits,
-            "plan_that_fits": choice.fitting, "planner_note": choice.note}  # fmt: skip
+    return {
+        "checkpointing_plan": choice.plan,
+        "checkpointing_chosen_by": choice.how,
+        "memory_budget_gib": choice.budget_gib,
+        "predicted_plans": dict(choice.predicted_plans),
+        "predicted_plan_fits": choice.fits,
+        "plan_that_fits": choice.fitting,
+        "planner_note": choice.note,
+    }
 
 
-def checkpointing_plan(point: Any, model_config, compile: str = "off", liger: bool = False) -> tuple[str | None, dict[str, Any]]:
+def checkpointing_plan(
+    point: Any, model_config, compile: str = "off", liger: bool = False
+) -> tuple[str | None, dict[str, Any]]:
     """(the plan peftbench sets on the layers, None where the Trainer's own checkpointing runs as the train group
     says, or the engine's own; the record's fields about the choice: planner.Choice through plan_fields).
 
@@ -206,7 +239,8 @@ def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
     resolved point (peftbench.point.Point: its profile, engine, the choices above, sequence length, method options).
 
     `profile_choices` holds the SFTConfig keys and, where peftbench sets the layers itself (regional.apply), `compile`
-    and `checkpointing_plan`; SFTConfig's gradient_checkpointing is then false (transformers' would checkpoint twice)."""
+    and `checkpointing_plan`; SFTConfig's gradient_checkpointing is then false (transformers' would checkpoint
+    twice)."""
     profile = point.profile
     out: dict[str, Any] = {}
     info: dict[str, Any] = {"profile": point.profile_name}
@@ -226,15 +260,21 @@ def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
     plan, fields = checkpointing_plan(point, model_config, compile, bool(out.get("use_liger_kernel")))
     info.update(fields)
     reason = point.method.no_checkpointing
-    checkpoints = (regional.parse_plan(plan)[0] > 0 if plan is not None
-                   else out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing")))  # fmt: skip
+    checkpoints = (
+        regional.parse_plan(plan)[0] > 0
+        if plan is not None
+        else out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing"))
+    )
     if reason and checkpoints:  # the method cannot train with it: off in every profile, and said so
         out["gradient_checkpointing"] = False
         plan = "off" if plan is not None else None
         info["gradient_checkpointing_off"] = f"method={point.method_cfg['name']} cannot train with it: {reason}"
     # the plan it runs: peftbench's, or the Trainer's own flag as a plan (the record's checkpointing_plan)
-    info["checkpointing_plan"] = plan if plan is not None else (
-        "all" if out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing")) else "off")
+    info["checkpointing_plan"] = (
+        plan
+        if plan is not None
+        else ("all" if out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing")) else "off")
+    )
     if plan is not None:
         out["gradient_checkpointing"] = False  # the plan is set layer by layer by peftbench (regional.apply)
         extra.update(compile=compile, checkpointing_plan=plan)

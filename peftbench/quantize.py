@@ -22,7 +22,9 @@ def quantize_linear_layers(model: nn.Module, qconfig, mark_model: bool = True) -
     for parent_name, parent in list(model.named_modules()):
         for child_name, child in list(parent.named_children()):
             full_name = f"{parent_name}.{child_name}" if parent_name else child_name
-            if type(child) is not nn.Linear or child_name in skip or full_name in skip:  # Linear4bit is an nn.Linear too
+            if (
+                type(child) is not nn.Linear or child_name in skip or full_name in skip
+            ):  # Linear4bit is an nn.Linear too
                 continue
             device = child.weight.device
             layer = bnb.nn.Linear4bit(

@@ -33,11 +33,33 @@ os.umask(_UMASK)  # mkstemp creates 0600 files; results are shared, so give them
 
 # Leading columns of the table, in the order a reader compares methods; the rest follow alphabetically.
 LEAD_COLUMNS = [
-    "run_id", "status", "method", "engine", "model", "score", "score_stderr", "score_delta",
-    "gpu_allocated_gib_peak", "predicted_peak_gib", "gpu_reserved_gib_peak", "rss_gib_peak", "tokens_per_s", "samples_per_s",
-    "step_time_median_s", "mfu", "trainable_params", "trainable_pct", "adapter_mb", "train_loss", "eval_loss",
-    "time_train_s", "precision", "gpu_name", "quality_valid", "error",
-]  # fmt: skip
+    "run_id",
+    "status",
+    "method",
+    "engine",
+    "model",
+    "score",
+    "score_stderr",
+    "score_delta",
+    "gpu_allocated_gib_peak",
+    "predicted_peak_gib",
+    "gpu_reserved_gib_peak",
+    "rss_gib_peak",
+    "tokens_per_s",
+    "samples_per_s",
+    "step_time_median_s",
+    "mfu",
+    "trainable_params",
+    "trainable_pct",
+    "adapter_mb",
+    "train_loss",
+    "eval_loss",
+    "time_train_s",
+    "precision",
+    "gpu_name",
+    "quality_valid",
+    "error",
+]
 
 
 FAULT_ENV = "PEFTBENCH_FAULT"  # test-only (tests/test_faults.py): the phase at which fault_point kills this process
@@ -311,8 +333,10 @@ def write_table(results_dir: str | Path):
                 tabular(to_frame([record])).to_parquet(io.BytesIO(), index=False)
                 good.append(record)
             except Exception as exc:  # noqa: BLE001 - pyarrow raises several types; the row is named and left out
-                problems.append(f"{results_dir / str(record.get('run_id')) / RECORD}: left out of the table, its row "
-                                f"cannot be stored ({type(exc).__name__}: {exc})")  # fmt: skip
+                problems.append(
+                    f"{results_dir / str(record.get('run_id')) / RECORD}: left out of the table, its row "
+                    f"cannot be stored ({type(exc).__name__}: {exc})"
+                )
         frame = tabular(to_frame(good))
         for name, write in (("table.parquet", frame.to_parquet), ("table.csv", frame.to_csv)):
             with replacing(results_dir / name) as tmp:

@@ -117,8 +117,9 @@ def _checkpointed(layer: nn.Module, forward: Any, offload: bool, *args: Any, **k
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
 
-def apply(model: nn.Module, compile: str = "off", plan: str = "off", backend: str = "inductor",
-          dynamic: bool | None = None) -> dict[str, Any]:
+def apply(
+    model: nn.Module, compile: str = "off", plan: str = "off", backend: str = "inductor", dynamic: bool | None = None
+) -> dict[str, Any]:
     """Compile each decoder layer (`compile="regional"`) and checkpoint the layers `plan` names, in place.
 
     Each layer gets an instance `forward`: its own forward, compiled, under the checkpoint where the plan says so.
@@ -133,9 +134,11 @@ def apply(model: nn.Module, compile: str = "off", plan: str = "off", backend: st
     every, offload = parse_plan(plan)
     layers = decoder_layers(model)
     if not layers and (compile != "off" or every):
-        raise PlanError(f"{type(model).__name__} names no repeated decoder layer (`_no_split_modules`), so there is "
-                        f"nothing to compile or checkpoint layer by layer. Set profile.compile=off and "
-                        f"profile.checkpointing=null (the train group's gradient_checkpointing).")  # fmt: skip
+        raise PlanError(
+            f"{type(model).__name__} names no repeated decoder layer (`_no_split_modules`), so there is "
+            f"nothing to compile or checkpoint layer by layer. Set profile.compile=off and "
+            f"profile.checkpointing=null (the train group's gradient_checkpointing)."
+        )
     if compile == "regional":
         from torch._dynamo.utils import compilation_time_metrics, counters
 

@@ -17,8 +17,11 @@ from peftbench import records
 from peftbench.report_data import *  # noqa: F401,F403 - the report's data functions, importable as report.X
 from peftbench.report_data import METRICS, leaderboard, load_runs, memory_metric, pick_metric, render_markdown
 
+
 # -- entry points ---------------------------------------------------------------------------------------------------
-def write_report(results_dir: str | Path | list, out: str | Path | None = None, metric: str = "score") -> dict[str, Path]:
+def write_report(
+    results_dir: str | Path | list, out: str | Path | None = None, metric: str = "score"
+) -> dict[str, Path]:
     """Write report.md, report.html and the PNGs; returns their paths by name. Several folders merge into one."""
     from peftbench import report_html, report_plots
 
@@ -60,11 +63,19 @@ def default_axes(frame, metric: str) -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="peftbench-report", description=__doc__.splitlines()[0])
-    parser.add_argument("results_dir", nargs="+", help="results folders sweeps wrote (hold */record.json); several "
-                        "merge into one leaderboard (deduplicated by run id, one section per model × GPU)")  # fmt: skip
+    parser.add_argument(
+        "results_dir",
+        nargs="+",
+        help="results folders sweeps wrote (hold */record.json); several "
+        "merge into one leaderboard (deduplicated by run id, one section per model × GPU)",
+    )
     parser.add_argument("--metric", default="score", choices=list(METRICS), help="rank by (default: score)")
-    parser.add_argument("--out", default=None, help="where to write the report (default: RESULTS_DIR; required with "
-                        "several folders): a static folder to publish as it is")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="where to write the report (default: RESULTS_DIR; required with "
+        "several folders): a static folder to publish as it is",
+    )
     args = parser.parse_args(argv)
     for folder in args.results_dir:
         if not Path(folder).is_dir():

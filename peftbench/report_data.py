@@ -36,7 +36,7 @@ METRICS: dict[str, tuple[str, bool]] = {
     "time_train_s": ("train time (s)", False),
     "train_loss": ("train loss", False),
     "eval_loss": ("eval loss", False),
-}  # fmt: skip
+}
 # Meaningless on random-init weights (quality_valid=False): blanked, never shown as numbers.
 QUALITY = ("score", "score_stderr", "score_delta", "train_loss", "eval_loss")
 # The ranking metric when the asked-for one has no values (e.g. no evaluation ran yet).
@@ -138,7 +138,9 @@ def checkpointing_plan(rec: dict[str, Any]) -> str:
     own = rec.get("engine_gradient_checkpointing")
     if isinstance(own, str) and own and own != "off" and not own.startswith("transformers"):
         return own
-    flag = choices.get("gradient_checkpointing", ((rec.get("config") or {}).get("train") or {}).get("gradient_checkpointing"))
+    flag = choices.get(
+        "gradient_checkpointing", ((rec.get("config") or {}).get("train") or {}).get("gradient_checkpointing")
+    )
     return "" if flag is None else "all" if flag else "off"
 
 
@@ -191,11 +193,17 @@ def load_runs(results_dirs: str | Path | list):
         if col not in frame:
             frame[col] = "ok" if col == "status" else "?"
         frame[col] = frame[col].fillna(NO_ENGINE if col == "engine" else "?").astype(str)  # base rows train no engine
-    for col in list(METRICS) + ["predicted_peak_gib", "gpu_total_gib", "steps", "steady_state_steps",
-                                "warmup_steps_excluded"]:  # fmt: skip
+    for col in list(METRICS) + [
+        "predicted_peak_gib",
+        "gpu_total_gib",
+        "steps",
+        "steady_state_steps",
+        "warmup_steps_excluded",
+    ]:
         frame[col] = pd.to_numeric(frame[col], errors="coerce") if col in frame else float("nan")
     frame["gpu"] = [
-        gpu_label(n, c) for n, c in zip(frame.get("gpu_name", [None] * len(frame)), frame.get("gpu_count", [None] * len(frame)))
+        gpu_label(n, c)
+        for n, c in zip(frame.get("gpu_name", [None] * len(frame)), frame.get("gpu_count", [None] * len(frame)))
     ]
     fill_device(frame)
     valid = frame["quality_valid"] if "quality_valid" in frame else pd.Series([True] * len(frame))
@@ -228,7 +236,9 @@ def fill_delta(frame) -> None:
     if base.empty:
         return
     missing = frame["score_delta"].isna() & frame["score"].notna() & frame["model"].isin(base.index)
-    frame.loc[missing, "score_delta"] = frame.loc[missing, "score"] - frame.loc[missing, "model"].map(base).astype(float)
+    frame.loc[missing, "score_delta"] = frame.loc[missing, "score"] - frame.loc[missing, "model"].map(base).astype(
+        float
+    )
 
 
 def shown_value(configs: list[dict[str, Any]], i: int, key: str) -> str:
@@ -236,7 +246,8 @@ def shown_value(configs: list[dict[str, Any]], i: int, key: str) -> str:
 
 
 def option_name(key: str, named: bool) -> str:
-    """`profile` for a group's choice (profile.name), else the option's last part (`r`, `per_device_train_batch_size`)."""
+    """`profile` for a group's choice (profile.name), else the option's last part (`r`,
+    `per_device_train_batch_size`)."""
     return key.split(".")[0] if named else key.split(".")[-1]
 
 
@@ -254,14 +265,16 @@ def variant_labels(frame, configs: list[dict[str, Any]], most: int = 4) -> list[
             continue
         keys = sorted({k for i in idx for k in configs[i]})
         differ = [k for k in keys if len({configs[i].get(k) for i in idx}) > 1]
-        told = lambda chosen: len({tuple(configs[i].get(k) for k in chosen) for i in variants.values()})  # noqa: E731
+        told = lambda chosen: len({tuple(configs[i].get(k) for k in chosen) for i in variants.values()})  # noqa: E731, B023 - used in this iteration only
         chosen = [k for k in differ if k.endswith(".name")]  # a group's choice (profile=fast) says it first
         while told(chosen) < len(variants) and len(chosen) < most:
             rest = [k for k in differ if k not in chosen]
             if not rest:
                 break
             # most variants told apart; then an option every record has (one absent in older records is schema drift)
-            chosen.append(max(rest, key=lambda k: (told(chosen + [k]), all(k in configs[i] for i in idx), -rest.index(k))))
+            chosen.append(
+                max(rest, key=lambda k: (told(chosen + [k]), all(k in configs[i] for i in idx), -rest.index(k)))
+            )
         unique = told(chosen) == len(variants)
         for i in idx:
             parts = [f"{option_name(k, k.endswith('.name'))}={shown_value(configs, i, k)}" for k in chosen]
@@ -278,14 +291,23 @@ def set_apart(frame, configs: list[dict[str, Any]]) -> list[str]:
     for i in range(len(frame)):
         if frame.at[i, "status"] == "ok":
             continue
-        same_facet = [j for j in range(len(frame)) if j != i and frame.at[j, "status"] == "ok"
-                      and frame.at[j, "model"] == frame.at[i, "model"] and frame.at[j, "gpu"] == frame.at[i, "gpu"]]  # fmt: skip
+        same_facet = [
+            j
+            for j in range(len(frame))
+            if j != i
+            and frame.at[j, "status"] == "ok"
+            and frame.at[j, "model"] == frame.at[i, "model"]
+            and frame.at[j, "gpu"] == frame.at[i, "gpu"]
+        ]
         peers = [j for j in same_facet if frame.at[j, "method"] == frame.at[i, "method"]] or same_facet
         if not peers:
             continue
         own_method = frame.at[peers[0], "method"] == frame.at[i, "method"]
-        differ = [f"{option_name(k, k.endswith('.name'))}={shown_value(configs, i, k)}" for k in sorted(configs[i])
-                  if (own_method or not k.startswith("method.")) and configs[i][k] not in {configs[j].get(k) for j in peers}]  # fmt: skip
+        differ = [
+            f"{option_name(k, k.endswith('.name'))}={shown_value(configs, i, k)}"
+            for k in sorted(configs[i])
+            if (own_method or not k.startswith("method.")) and configs[i][k] not in {configs[j].get(k) for j in peers}
+        ]
         out[i] = ", ".join(differ[:4])
     return out
 
@@ -352,29 +374,60 @@ def leaderboard(frame, metric: str) -> list[Row]:
         values = {c: (float(group[c].mean()), float(group[c].std(ddof=1))) for c in METRICS}
         first = group.iloc[0]
         rows.append(
-            Row(keys[0], keys[1], keys[2], keys[3], "ok", len(group), values, bool(group["quality_valid"].all()),
-                run_ids=list(group["run_id"]), label=first["method_label"], sources=list(dict.fromkeys(group["source"])),
-                seeds=[plain(v) for v in group.get("seed", [])], predicted_peak_gib=float(group["predicted_peak_gib"].mean()),
-                gpu_capacity_gib=capacity_gib(keys[1], first.get("gpu_total_gib")), plan=str(first["checkpointing_plan"]))
-        )  # fmt: skip
+            Row(
+                keys[0],
+                keys[1],
+                keys[2],
+                keys[3],
+                "ok",
+                len(group),
+                values,
+                bool(group["quality_valid"].all()),
+                run_ids=list(group["run_id"]),
+                label=first["method_label"],
+                sources=list(dict.fromkeys(group["source"])),
+                seeds=[plain(v) for v in group.get("seed", [])],
+                predicted_peak_gib=float(group["predicted_peak_gib"].mean()),
+                gpu_capacity_gib=capacity_gib(keys[1], first.get("gpu_total_gib")),
+                plan=str(first["checkpointing_plan"]),
+            )
+        )
     for _, run in frame[frame["status"] != "ok"].iterrows():
         values = {c: (float(run[c]), float("nan")) for c in METRICS}
         error = str(run.get("error") or "") if run.get("error") == run.get("error") else ""
         rows.append(
-            Row(run["model"], run["gpu"], run["engine"], run["method"], run["status"], 1, values,
-                bool(run["quality_valid"]), error=error, run_ids=[run["run_id"]], label=run["method_label"],
+            Row(
+                run["model"],
+                run["gpu"],
+                run["engine"],
+                run["method"],
+                run["status"],
+                1,
+                values,
+                bool(run["quality_valid"]),
+                error=error,
+                run_ids=[run["run_id"]],
+                label=run["method_label"],
                 key="|".join((run["model"], run["gpu"], run["engine"], run["method_label"], run["run_id"])),
-                apart=run["apart"], sources=[run["source"]], seeds=[plain(run.get("seed"))],
+                apart=run["apart"],
+                sources=[run["source"]],
+                seeds=[plain(run.get("seed"))],
                 predicted_peak_gib=float(run["predicted_peak_gib"]),
-                gpu_capacity_gib=capacity_gib(run["gpu"], run.get("gpu_total_gib")))
-        )  # fmt: skip
+                gpu_capacity_gib=capacity_gib(run["gpu"], run.get("gpu_total_gib")),
+            )
+        )
     facet_metric = {facet: facet_metric_for(rows, facet, metric) for facet in dict.fromkeys(r.facet for r in rows)}
 
     def order(row: Row):
         col = facet_metric[row.facet]
         mean = row.values[col][0]
         has = row.status == "ok" and not math.isnan(mean)
-        return (row.facet, STATUS_ORDER.get(row.status, 9), not has, -mean if has and METRICS[col][1] else mean if has else 0)
+        return (
+            row.facet,
+            STATUS_ORDER.get(row.status, 9),
+            not has,
+            -mean if has and METRICS[col][1] else mean if has else 0,
+        )
 
     rows.sort(key=order)
     for facet, col in facet_metric.items():
@@ -460,10 +513,16 @@ def distinct(frame, col: str) -> str:
 
 def provenance(frame) -> str:
     """Whichever identity the runs recorded: hub revision, GGUF file hash, local folder hash, or config hash."""
-    found = [f"{label} {distinct(frame, col)}" for col, label in (
-        ("model_revision", "revision"), ("model_file_sha256", "file sha256"),
-        ("model_folder_sha256", "folder sha256"), ("model_config_sha256", "config sha256"),
-    ) if distinct(frame, col) != "not recorded"]  # fmt: skip
+    found = [
+        f"{label} {distinct(frame, col)}"
+        for col, label in (
+            ("model_revision", "revision"),
+            ("model_file_sha256", "file sha256"),
+            ("model_folder_sha256", "folder sha256"),
+            ("model_config_sha256", "config sha256"),
+        )
+        if distinct(frame, col) != "not recorded"
+    ]
     return "; ".join(found) or "not recorded"
 
 
@@ -537,14 +596,19 @@ def conditions(frame) -> list[tuple[str, str]]:
         world = distinct(frame, "world_size")
         batch = f"{per_dev} per device × {accum} accumulation × {world if world != 'not recorded' else '1'} process(es)"
     versions = [c for c in frame.columns if c.startswith("versions.")]
-    libs = ", ".join(f"{c[len('versions.'):]} {distinct(frame, c)}" for c in versions if distinct(frame, c) != "not recorded")
+    libs = ", ".join(
+        f"{c[len('versions.') :]} {distinct(frame, c)}" for c in versions if distinct(frame, c) != "not recorded"
+    )
     gpu = distinct(frame, "gpu")
     if gpu == "CPU" and "host_cpu_count" in frame:
         gpu = f"none: CPU ({distinct(frame, 'host_cpu_count')} cores)"
     return [
         ("Model", f"{model} from {source}; weights: {init}; {provenance(frame)}"),
-        ("Data", f"{distinct(frame, 'dataset')} ({distinct(frame, 'train_examples')} training examples, "
-                 f"fingerprint {distinct(frame, 'dataset_fingerprint')})"),
+        (
+            "Data",
+            f"{distinct(frame, 'dataset')} ({distinct(frame, 'train_examples')} training examples, "
+            f"fingerprint {distinct(frame, 'dataset_fingerprint')})",
+        ),
         ("Sequence length", distinct(frame, f"{hp}max_length")),
         ("Batch", batch),
         ("Steps", f"{steps_text(frame)}; seeds {distinct(frame, 'seed')}"),
@@ -553,7 +617,7 @@ def conditions(frame) -> list[tuple[str, str]]:
         ("GPU", gpu),
         ("Parallelism", parallelism(frame)),
         ("Libraries", f"peftbench {distinct(frame, 'peftbench_version')}; {libs or 'not recorded'}"),
-    ]  # fmt: skip
+    ]
 
 
 def facets(frame) -> list[tuple[str, str]]:
@@ -584,7 +648,8 @@ def facet_ranking(rows: list[Row], facet: tuple[str, str], metric: str) -> str:
     if used == metric:
         return ""
     label, higher = METRICS[used]
-    return f"Ranked here by {label} ({'higher' if higher else 'lower'} is better): no run in this section has {METRICS[metric][0]}."
+    better = "higher" if higher else "lower"
+    return f"Ranked here by {label} ({better} is better): no run in this section has {METRICS[metric][0]}."
 
 
 def did_not_finish(row: Row) -> str:
@@ -609,7 +674,9 @@ def frontier_label(row: Row) -> str:
     return f"{row.name(True)} · ckpt {row.plan}" if row.plan else row.name(True)
 
 
-def frontier_points(rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str = "tokens_per_s") -> list[dict[str, Any]]:
+def frontier_points(
+    rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str = "tokens_per_s"
+) -> list[dict[str, Any]]:
     """Per (model, GPU, method) with two or more measured configurations: each one's peak memory (`x`) and tokens/s
     (`y`), keyed by its row's identity, and whether it is on the method's Pareto front (no other configuration of
     the method uses no more memory and runs no slower, and is better on one). report_plots draws these."""
@@ -622,17 +689,34 @@ def frontier_points(rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str =
         xy = [(r.values[x][0], r.values[y][0]) for r in pts]
         front = set(pareto_indices(xy, METRICS[x][1], METRICS[y][1]))
         for i, (r, (px, py)) in enumerate(zip(pts, xy)):
-            out.append({"key": r.key, "facet": facet, "method": method, "engine": r.engine, "plan": r.plan,
-                        "label": frontier_label(r), "x": px, "y": py, "front": i in front})  # fmt: skip
+            out.append(
+                {
+                    "key": r.key,
+                    "facet": facet,
+                    "method": method,
+                    "engine": r.engine,
+                    "plan": r.plan,
+                    "label": frontier_label(r),
+                    "x": px,
+                    "y": py,
+                    "front": i in front,
+                }
+            )
     return out
 
 
 def pareto_indices(points: list[tuple[float, float]], higher_x: bool, higher_y: bool) -> list[int]:
     """Indices of the points no other point beats on both axes (at least as good on both, better on one)."""
     sx, sy = (1 if higher_x else -1), (1 if higher_y else -1)
-    return [i for i, (px, py) in enumerate(points)
-            if not any(sx * ox >= sx * px and sy * oy >= sy * py and (sx * ox > sx * px or sy * oy > sy * py)
-                       for j, (ox, oy) in enumerate(points) if j != i)]  # fmt: skip
+    return [
+        i
+        for i, (px, py) in enumerate(points)
+        if not any(
+            sx * ox >= sx * px and sy * oy >= sy * py and (sx * ox > sx * px or sy * oy > sy * py)
+            for j, (ox, oy) in enumerate(points)
+            if j != i
+        )
+    ]
 
 
 def frontier_markdown(rows: list[Row], x: str = "gpu_allocated_gib_peak") -> list[str]:
@@ -640,11 +724,19 @@ def frontier_markdown(rows: list[Row], x: str = "gpu_allocated_gib_peak") -> lis
     points = frontier_points(rows, x)
     if not points:
         return []
-    lines = ["", "## Speed–memory frontier", "", f"Per method, every configuration measured (profiles, checkpointing "
-             f"plans, engines): tokens/s against {METRICS[x][0]}. On the front: no other configuration of the method "
-             "uses no more memory and runs no slower.", ""]  # fmt: skip
+    lines = [
+        "",
+        "## Speed–memory frontier",
+        "",
+        f"Per method, every configuration measured (profiles, checkpointing "
+        f"plans, engines): tokens/s against {METRICS[x][0]}. On the front: no other configuration of the method "
+        "uses no more memory and runs no slower.",
+        "",
+    ]
     for facet, method in dict.fromkeys((p["facet"], p["method"]) for p in points):
-        mine = sorted((p for p in points if (p["facet"], p["method"]) == (facet, method)), key=lambda p: (p["x"], -p["y"]))
+        mine = sorted(
+            (p for p in points if (p["facet"], p["method"]) == (facet, method)), key=lambda p: (p["x"], -p["y"])
+        )
         text = lambda p: f"{p['label']} ({fmt_number(p['y'], 'tokens_per_s')} tok/s, {fmt_number(p['x'], x)} GiB)"  # noqa: E731
         front = "; ".join(text(p) for p in mine if p["front"])
         rest = "; ".join(text(p) for p in mine if not p["front"])
@@ -656,8 +748,14 @@ def what_wins(rows: list[Row], facet: tuple[str, str]) -> str:
     """One paragraph per model × GPU, read off the leaderboard rows: best score (and what ties with it), fastest,
     smallest peak memory, best score per GiB. Says nothing it has no rows for."""
     ok = [r for r in rows if r.facet == facet and r.status == "ok"]
-    mem = next((c for c in ("gpu_allocated_gib_peak", "gpu_nvml_used_gib_peak", "rss_gib_peak")
-                if any(not math.isnan(r.values[c][0]) for r in ok)), None)  # fmt: skip
+    mem = next(
+        (
+            c
+            for c in ("gpu_allocated_gib_peak", "gpu_nvml_used_gib_peak", "rss_gib_peak")
+            if any(not math.isnan(r.values[c][0]) for r in ok)
+        ),
+        None,
+    )
     has = lambda r, c: c is not None and not math.isnan(r.values[c][0])  # noqa: E731
     names = lambda rs: ", ".join(f"**{r.name(multi)}**" for r in rs)  # noqa: E731
     multi = len({r.engine for r in ok} - {NO_ENGINE}) > 1
@@ -667,29 +765,46 @@ def what_wins(rows: list[Row], facet: tuple[str, str]) -> str:
         best = scored[0]
         ties = [r for r in scored[1:] if r.tied_with is not None and r.tied_with == best.rank]
         se = standard_error(best, "score")
-        out.append(f"Best score: {names([best])} ({fmt_cell(best, 'score')}"
-                   + (f", stderr {se:.2g}" if not math.isnan(se) else "") + ")"
-                   + (f", statistically tied with {names(ties)}" if ties else "") + ".")  # fmt: skip
+        out.append(
+            f"Best score: {names([best])} ({fmt_cell(best, 'score')}"
+            + (f", stderr {se:.2g}" if not math.isnan(se) else "")
+            + ")"
+            + (f", statistically tied with {names(ties)}" if ties else "")
+            + "."
+        )
     fast = sorted((r for r in ok if has(r, "tokens_per_s")), key=lambda r: -r.values["tokens_per_s"][0])
     if fast:
         top = fast[0]
-        ratio = f", {top.values['tokens_per_s'][0] / fast[-1].values['tokens_per_s'][0]:.2f}× the slowest ({names([fast[-1]])})" if len(fast) > 1 else ""
+        times = top.values["tokens_per_s"][0] / fast[-1].values["tokens_per_s"][0]
+        ratio = f", {times:.2f}× the slowest ({names([fast[-1]])})" if len(fast) > 1 else ""
         out.append(f"Fastest: {names([top])} at {fmt_cell(top, 'tokens_per_s')} tokens/s{ratio}.")
     if mem:
         small = sorted((r for r in ok if has(r, mem)), key=lambda r: r.values[mem][0])
         if small:
-            out.append(f"Smallest {METRICS[mem][0]}: {names([small[0]])} at {fmt_number(small[0].values[mem][0], mem)} GiB"
-                       + (f" (largest: {names([small[-1]])}, {fmt_number(small[-1].values[mem][0], mem)} GiB)" if len(small) > 1 else "") + ".")  # fmt: skip
-        per = sorted(((r.values["score"][0] / r.values[mem][0], r) for r in scored if has(r, mem) and r.values[mem][0] > 0),
-                     key=lambda t: -t[0])  # fmt: skip
+            out.append(
+                f"Smallest {METRICS[mem][0]}: {names([small[0]])} at {fmt_number(small[0].values[mem][0], mem)} GiB"
+                + (
+                    f" (largest: {names([small[-1]])}, {fmt_number(small[-1].values[mem][0], mem)} GiB)"
+                    if len(small) > 1
+                    else ""
+                )
+                + "."
+            )
+        per = sorted(
+            ((r.values["score"][0] / r.values[mem][0], r) for r in scored if has(r, mem) and r.values[mem][0] > 0),
+            key=lambda t: -t[0],
+        )
         if per:
             out.append(f"Best score per GiB: {names([per[0][1]])} ({per[0][0]:.3g} per GiB).")
     if not scored and ok:
         out.append("No quality score here (random weights or no evaluation): compare memory and speed only.")
     bad = [r for r in rows if r.facet == facet and r.status != "ok"]
     if bad:
-        out.append(f"{len(bad)} run(s) did not finish: " + "; ".join(f"{r.label} ({status_text(r)}"
-                   + (f" at {r.apart}" if r.apart else "") + ")" for r in bad) + ".")  # fmt: skip
+        out.append(
+            f"{len(bad)} run(s) did not finish: "
+            + "; ".join(f"{r.label} ({status_text(r)}" + (f" at {r.apart}" if r.apart else "") + ")" for r in bad)
+            + "."
+        )
     return " ".join(out)
 
 
@@ -714,8 +829,10 @@ def _peaks(frame, rows: list[Row], method: str, params: tuple[float, float], r: 
         if r is not None and r not in set(frame[frame["run_id"].isin(row.run_ids)]["method_r"]):
             continue
         gb = row.values["gpu_allocated_gib_peak"][0] * 2**30 / 1e9
-        out.append(f"{row.name(True)} on {row.gpu}: {gb:,.1f} GB peak allocated ({n / 1e9:.2f} B params, "
-                   f"{row_batch(frame, row)})")
+        out.append(
+            f"{row.name(True)} on {row.gpu}: {gb:,.1f} GB peak allocated ({n / 1e9:.2f} B params, "
+            f"{row_batch(frame, row)})"
+        )
     return out
 
 
@@ -732,47 +849,101 @@ def folklore(frame, rows: list[Row]) -> list[tuple[str, str, str, list[str]]]:
     claims = []
     full = _peaks(frame, rows, "full", SEVEN_B)
     if full:
-        claims.append(("Full fine-tuning of a 7B model needs ~84-112 GB of GPU memory",
-                       "12-16 bytes per parameter (weights, gradients, Adam states) × 7 B",
-                       "the usual rule of thumb; e.g. Hugging Face Transformers docs, \"Model training anatomy\" "
-                       "(mixed-precision AdamW: 18 bytes per parameter before activations)", full))  # fmt: skip
+        claims.append(
+            (
+                "Full fine-tuning of a 7B model needs ~84-112 GB of GPU memory",
+                "12-16 bytes per parameter (weights, gradients, Adam states) × 7 B",
+                'the usual rule of thumb; e.g. Hugging Face Transformers docs, "Model training anatomy" '
+                "(mixed-precision AdamW: 18 bytes per parameter before activations)",
+                full,
+            )
+        )
     lora = _peaks(frame, rows, "lora", SEVEN_B, r=16)
     if lora:
-        claims.append(("LoRA r=16 on a 7B model needs ~16-18 GB", "bf16 weights (~14 GB) + adapter states + activations",
-                       "common guidance in fine-tuning guides (bf16 base weights at 2 bytes per parameter)", lora))  # fmt: skip
+        claims.append(
+            (
+                "LoRA r=16 on a 7B model needs ~16-18 GB",
+                "bf16 weights (~14 GB) + adapter states + activations",
+                "common guidance in fine-tuning guides (bf16 base weights at 2 bytes per parameter)",
+                lora,
+            )
+        )
     qlora = _peaks(frame, rows, "qlora", SEVEN_B)
     if qlora:
-        claims.append(("QLoRA on a 7B model needs ~6 GB", "4-bit NF4 weights (~3.5-4 GB) + adapter + activations",
-                       "Dettmers et al. 2023, QLoRA (arXiv:2305.14314), and guides built on it", qlora))  # fmt: skip
+        claims.append(
+            (
+                "QLoRA on a 7B model needs ~6 GB",
+                "4-bit NF4 weights (~3.5-4 GB) + adapter + activations",
+                "Dettmers et al. 2023, QLoRA (arXiv:2305.14314), and guides built on it",
+                qlora,
+            )
+        )
     big = _peaks(frame, rows, "qlora", (6e10, 8e10))
     if big:
-        claims.append(("QLoRA fits a 65-70B model on one 48 GB GPU", "≤ 48 GB", "Dettmers et al. 2023, QLoRA "
-                       "(arXiv:2305.14314): \"finetune a 65B parameter model on a single 48GB GPU\"", big))  # fmt: skip
+        claims.append(
+            (
+                "QLoRA fits a 65-70B model on one 48 GB GPU",
+                "≤ 48 GB",
+                'Dettmers et al. 2023, QLoRA (arXiv:2305.14314): "finetune a 65B parameter model on a single 48GB GPU"',
+                big,
+            )
+        )
     quality = []
     for facet in dict.fromkeys(r.facet for r in rows):
-        ok = {r.method: r for r in rows if r.facet == facet and r.status == "ok" and r.quality_valid
-              and not math.isnan(r.values["score"][0]) and r.label == r.method}  # fmt: skip
+        ok = {
+            r.method: r
+            for r in rows
+            if r.facet == facet
+            and r.status == "ok"
+            and r.quality_valid
+            and not math.isnan(r.values["score"][0])
+            and r.label == r.method
+        }
         if "lora" in ok and "full" in ok:
             lo, fu = ok["lora"], ok["full"]
             delta = lo.values["score"][0] - fu.values["score"][0]
             se = math.hypot(standard_error(lo, "score"), standard_error(fu, "score"))
-            verdict = "within one combined stderr: tied" if not math.isnan(se) and abs(delta) < se else "beyond one combined stderr"
-            quality.append(f"{facet_title(facet)}: LoRA trains {fmt_number(lo.values['trainable_pct'][0])}% of the weights; "
-                           f"score {fmt_cell(lo, 'score')} vs full {fmt_cell(fu, 'score')}, Δ {delta:+.3f}"
-                           + (f" ± {se:.3f} ({verdict})" if not math.isnan(se) else ""))  # fmt: skip
+            verdict = (
+                "within one combined stderr: tied"
+                if not math.isnan(se) and abs(delta) < se
+                else "beyond one combined stderr"
+            )
+            quality.append(
+                f"{facet_title(facet)}: LoRA trains {fmt_number(lo.values['trainable_pct'][0])}% of the weights; "
+                f"score {fmt_cell(lo, 'score')} vs full {fmt_cell(fu, 'score')}, Δ {delta:+.3f}"
+                + (f" ± {se:.3f} ({verdict})" if not math.isnan(se) else "")
+            )
     if quality:
-        claims.append(("LoRA trains under 1% of the weights for about the same quality as full fine-tuning",
-                       "< 1% trainable, quality on par", "Hu et al. 2021, LoRA (arXiv:2106.09685): \"performs on-par "
-                       "or better than fine-tuning in model quality\" on RoBERTa, DeBERTa, GPT-2 and GPT-3", quality))  # fmt: skip
-    sizes = [r for r in rows if r.status == "ok" and r.method not in ("full", "base")
-             and not math.isnan(r.values["adapter_mb"][0])]  # fmt: skip
+        claims.append(
+            (
+                "LoRA trains under 1% of the weights for about the same quality as full fine-tuning",
+                "< 1% trainable, quality on par",
+                'Hu et al. 2021, LoRA (arXiv:2106.09685): "performs on-par '
+                'or better than fine-tuning in model quality" on RoBERTa, DeBERTa, GPT-2 and GPT-3',
+                quality,
+            )
+        )
+    sizes = [
+        r
+        for r in rows
+        if r.status == "ok" and r.method not in ("full", "base") and not math.isnan(r.values["adapter_mb"][0])
+    ]
     if sizes:
         lo = min(sizes, key=lambda r: r.values["adapter_mb"][0])
         hi = max(sizes, key=lambda r: r.values["adapter_mb"][0])
-        said = [f"{len(sizes)} adapter(s) here: {fmt_number(lo.values['adapter_mb'][0])} MB ({lo.name(True)}, {lo.model}) "
-                f"to {fmt_number(hi.values['adapter_mb'][0])} MB ({hi.name(True)}, {hi.model})"]  # fmt: skip
-        claims.append(("An adapter is a few MB", "a few MB (vs GBs for the model)", "PEFT's README (\"checkpoints "
-                       "only a few MBs\"); LoRA paper: GPT-3 175B checkpoint 350 GB → 35 MB at r=4", said))  # fmt: skip
+        said = [
+            f"{len(sizes)} adapter(s) here: {fmt_number(lo.values['adapter_mb'][0])} MB ({lo.name(True)}, {lo.model}) "
+            f"to {fmt_number(hi.values['adapter_mb'][0])} MB ({hi.name(True)}, {hi.model})"
+        ]
+        claims.append(
+            (
+                "An adapter is a few MB",
+                "a few MB (vs GBs for the model)",
+                "PEFT's README (\"checkpoints "
+                'only a few MBs"); LoRA paper: GPT-3 175B checkpoint 350 GB → 35 MB at r=4',
+                said,
+            )
+        )
     return claims
 
 
@@ -784,7 +955,7 @@ def render_markdown(frame, rows: list[Row], metric: str, note: str, images: dict
         f"{len(frame)} runs from {sources_text(frame)}; {ranking_text(metric, note)}. "
         "Several seeds of one point are shown as mean ± std (sample std). "
         f"{TIE_NOTE} Runs that did not finish ok are listed with their status and error, never dropped.",
-    ]  # fmt: skip
+    ]
     if (~frame["quality_valid"]).any():
         lines += ["", "† random-init weights: score and losses measure nothing about quality, so they are left out."]
     for facet in facets(frame):
@@ -802,8 +973,14 @@ def render_markdown(frame, rows: list[Row], metric: str, note: str, images: dict
     lines += frontier_markdown(rows, memory_metric(frame))
     claims = folklore(frame, rows)
     if claims:
-        lines += ["", "## Folklore, measured", "", "Common claims beside what this folder's rows say (only the claims "
-                  "some row here speaks to; peak allocated memory in GB = 10⁹ bytes, as the claims count).", ""]  # fmt: skip
+        lines += [
+            "",
+            "## Folklore, measured",
+            "",
+            "Common claims beside what this folder's rows say (only the claims "
+            "some row here speaks to; peak allocated memory in GB = 10⁹ bytes, as the claims count).",
+            "",
+        ]
         for claim, figure, source, said in claims:
             lines += [f"- **{claim}** (usual figure: {figure}; source: {source}). Here:"]
             lines += [f"  - {s}" for s in said]
@@ -813,8 +990,10 @@ def render_markdown(frame, rows: list[Row], metric: str, note: str, images: dict
     return "\n".join(lines)
 
 
-TIE_NOTE = ("A rank written `=k` is tied with rank k: their means differ by less than the combined standard error "
-            "√(se₁² + se₂²) (the evaluation's stderr for score; the seeds' spread over √n otherwise).")  # fmt: skip
+TIE_NOTE = (
+    "A rank written `=k` is tied with rank k: their means differ by less than the combined standard error "
+    "√(se₁² + se₂²) (the evaluation's stderr for score; the seeds' spread over √n otherwise)."
+)
 
 
 def sources_text(frame) -> str:
@@ -823,7 +1002,7 @@ def sources_text(frame) -> str:
     if len(folders) == 1:
         return f"`{distinct(frame, 'run_name')}`"
     dropped = frame.attrs.get("duplicates", 0)
-    return (f"{len(folders)} results folders merged by run id ({dropped} duplicate run(s) counted once; each row's "
-            f"`source` names its folder): {', '.join(f'`{f}`' for f in folders)}")  # fmt: skip
-
-
+    return (
+        f"{len(folders)} results folders merged by run id ({dropped} duplicate run(s) counted once; each row's "
+        f"`source` names its folder): {', '.join(f'`{f}`' for f in folders)}"
+    )

@@ -16,9 +16,26 @@ import math
 from pathlib import Path
 from typing import Any
 
-from peftbench.report_data import METRICS, QUALITY, TIE_NOTE, Row, conditions, did_not_finish, facet_title, facets, fmt_cell
-from peftbench.report_data import fmt_number, folklore, plain, rank_text, ranking_text, shown_columns, sources_text
-from peftbench.report_data import status_text, what_wins
+from peftbench.report_data import (
+    METRICS,
+    QUALITY,
+    TIE_NOTE,
+    Row,
+    conditions,
+    did_not_finish,
+    facet_title,
+    facets,
+    fmt_cell,
+    fmt_number,
+    folklore,
+    plain,
+    rank_text,
+    ranking_text,
+    shown_columns,
+    sources_text,
+    status_text,
+    what_wins,
+)
 from peftbench.report_plots import DOMINATED, bar_layout, error, method_colours, several_engines
 
 FILTERS = (("model", "model"), ("gpu", "GPU"), ("method", "method"), ("engine", "engine"), ("status", "status"))
@@ -47,11 +64,13 @@ CAPTIONS = {
     "pareto": "Pareto front, default axes (static PNG of the plot above)",
     "engines": "Engines per method on the memory-vs-speed plane (outlined: the method's Pareto front)",
     "frontier": "Speed–memory frontier per method: every configuration measured (profiles, checkpointing plans, "
-                "engines), the Pareto front dashed",
+    "engines), the Pareto front dashed",
     "loss_curves": "Training loss of every run (dashed: random-init weights)",
 }
-BARS = {"tokens_per_s": ("Throughput: real (non-padding) tokens per second over steady-state steps", False),
-        "trainable_params": ("Trainable parameters (log scale)", True)}  # fmt: skip
+BARS = {
+    "tokens_per_s": ("Throughput: real (non-padding) tokens per second over steady-state steps", False),
+    "trainable_params": ("Trainable parameters (log scale)", True),
+}
 
 
 def esc(value: Any) -> str:
@@ -67,8 +86,10 @@ def num(value: float) -> float | None:
 
 
 def row_attrs(model: str, gpu: str, method: str, engine: str, status: str, key: str = "") -> str:
-    return (f'data-model="{esc(model)}" data-gpu="{esc(gpu)}" data-method="{esc(method)}" '
-            f'data-engine="{esc(engine)}" data-status="{esc(status)}" data-key="{esc(key)}"')  # fmt: skip
+    return (
+        f'data-model="{esc(model)}" data-gpu="{esc(gpu)}" data-method="{esc(method)}" '
+        f'data-engine="{esc(engine)}" data-status="{esc(status)}" data-key="{esc(key)}"'
+    )
 
 
 def td(text: str, sort: Any = None, cls: str = "") -> str:
@@ -78,7 +99,9 @@ def td(text: str, sort: Any = None, cls: str = "") -> str:
 
 def th(text: str, col: str = "", cls: str = "") -> str:
     title = f' title="{esc(HELP[col])}"' if col in HELP else ""
-    return f'<th{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}{title} data-col="{esc(col or text)}">{esc(text)}</th>'
+    return (
+        f'<th{f" class={chr(34)}{cls}{chr(34)}" if cls else ""}{title} data-col="{esc(col or text)}">{esc(text)}</th>'
+    )
 
 
 def error_cell(text: str, span: int, error: str = "") -> str:
@@ -106,22 +129,39 @@ def leaderboard_table(rows: list[Row], cols: list[str], facet: tuple[str, str]) 
     out += head + ["</tr></thead><tbody>"]
     for row in (r for r in rows if r.facet == facet):
         vals = [None if c in QUALITY and not row.quality_valid else v for c in cols for v in row.values[c]]
-        raw = [rank_text(row), row.model, row.gpu, row.method, row.label, row.engine, row.status, row.n, *vals,
-               row.error, " ".join(row.run_ids), "; ".join(row.sources)]  # fmt: skip
-        out.append(f'<tr class="st-{esc(row.status)}" {row_attrs(row.model, row.gpu, row.method, row.engine, row.status, row.key)} '
-                   f'data-csv="{csv_attr(raw)}">')  # fmt: skip
+        raw = [
+            rank_text(row),
+            row.model,
+            row.gpu,
+            row.method,
+            row.label,
+            row.engine,
+            row.status,
+            row.n,
+            *vals,
+            row.error,
+            " ".join(row.run_ids),
+            "; ".join(row.sources),
+        ]
+        out.append(
+            f'<tr class="st-{esc(row.status)}" '
+            f"{row_attrs(row.model, row.gpu, row.method, row.engine, row.status, row.key)} "
+            f'data-csv="{csv_attr(raw)}">'
+        )
         tie = "tie" if row.tied_with is not None else ""
         out.append(td(rank_text(row), row.rank if row.rank else "", tie))
         out += [td(row.label, cls="label"), td(row.engine), td(status_text(row)), td(str(row.n), row.n)]
         if row.status != "ok":
             out.append(error_cell(did_not_finish(row), len([c for c in cols if not secondary(c)]), row.error))
-            out += [f'<td class="sec" data-v=""></td>' for c in cols if secondary(c)]
+            out += ['<td class="sec" data-v=""></td>' for c in cols if secondary(c)]
             out.append(td("; ".join(row.sources), cls="sec") + "</tr>")
             continue
         for col in cols:
             mean = row.values[col][0]
             hide = col in QUALITY and not row.quality_valid
-            out.append(td(fmt_cell(row, col), "" if hide or math.isnan(mean) else mean, f"{secondary(col)} c-{col}".strip()))
+            out.append(
+                td(fmt_cell(row, col), "" if hide or math.isnan(mean) else mean, f"{secondary(col)} c-{col}".strip())
+            )
         out.append(td("; ".join(row.sources), cls="sec") + "</tr>")
     return "".join(out) + "</tbody></table>"
 
@@ -131,15 +171,19 @@ def runs_table(frame, cols: list[str]) -> str:
     out = ['<table id="runs" class="sortable"><thead><tr>']
     out += [th(h, c) for h, c in zip(head, [""] * 7 + cols)] + [th("source"), "</tr></thead><tbody>"]
     for _, run in frame.iterrows():
-        out.append(f'<tr class="st-{esc(run["status"])}" '
-                   f'{row_attrs(run["model"], run["gpu"], run["method"], run["engine"], run["status"])}>')  # fmt: skip
+        out.append(
+            f'<tr class="st-{esc(run["status"])}" '
+            f"{row_attrs(run['model'], run['gpu'], run['method'], run['engine'], run['status'])}>"
+        )
         seed = run.get("seed")
         seed = "" if seed is None or seed != seed else plain(seed)
         out += [td(run["run_id"]), td(run["model"]), td(run["gpu"]), td(run["method_label"]), td(run["engine"])]
         out += [td(seed), td(run["status"])]
         if run["status"] != "ok":
             error = str(run.get("error") or "") if run.get("error") == run.get("error") else ""
-            text = (f"at {run['apart']} · " if run.get("apart") else "") + (error.strip().splitlines() or ["(no message recorded)"])[0][:300]
+            text = (f"at {run['apart']} · " if run.get("apart") else "") + (
+                error.strip().splitlines() or ["(no message recorded)"]
+            )[0][:300]
             out.append(error_cell(text, len(cols), error) + td(run["source"]) + "</tr>")
             continue
         for col in cols:
@@ -154,7 +198,9 @@ def filter_bar(frame) -> str:
     parts = ['<label>search <input id="query" type="search" placeholder="e.g. lora fast" size="16"></label>']
     for key, label in FILTERS:
         options = "".join(f'<option value="{esc(v)}">{esc(v)}</option>' for v in sorted(set(frame[key].astype(str))))
-        parts.append(f'<label>{esc(label)} <select data-filter="{key}"><option value="">all</option>{options}</select></label>')
+        parts.append(
+            f'<label>{esc(label)} <select data-filter="{key}"><option value="">all</option>{options}</select></label>'
+        )
     parts.append('<label><input type="checkbox" id="allcols"> all columns</label>')
     return '<div class="filters">' + "".join(parts) + ' <span id="shown"></span></div>'
 
@@ -164,8 +210,10 @@ def pareto_controls(cols: list[str], x: str, y: str) -> str:
         opts = "".join(
             f'<option value="{c}"{" selected" if c == chosen else ""}>{esc(METRICS[c][0])}</option>' for c in cols
         )
-        return f'<label>{axis} <select id="pareto-{axis}">{opts}</select></label> ' \
-               f'<label><input type="checkbox" id="pareto-log{axis}"> log</label> '  # fmt: skip
+        return (
+            f'<label>{axis} <select id="pareto-{axis}">{opts}</select></label> '
+            f'<label><input type="checkbox" id="pareto-log{axis}"> log</label> '
+        )
 
     return '<div class="filters">' + select("x", x) + select("y", y) + "</div>"
 
@@ -179,19 +227,38 @@ def page_data(frame, rows: list[Row], cols: list[str]) -> dict[str, Any]:
         if row.status != "ok":
             continue
         shown = [c for c in cols if not (c in QUALITY and not row.quality_valid)]
-        points.append({"key": row.key, "label": row.name(several_engines(rows, row.facet)), "model": row.model,
-                       "gpu": row.gpu, "method": row.method, "engine": row.engine, "status": row.status,
-                       "facet": facet_title(row.facet), "colour": colours.get(row.method, "#1f77b4"), "n": row.n,
-                       "values": {c: num(row.values[c][0]) for c in shown},
-                       "errs": {c: error(row, c) for c in shown},
-                       "texts": {c: fmt_cell(row, c) for c in shown}})  # fmt: skip
+        points.append(
+            {
+                "key": row.key,
+                "label": row.name(several_engines(rows, row.facet)),
+                "model": row.model,
+                "gpu": row.gpu,
+                "method": row.method,
+                "engine": row.engine,
+                "status": row.status,
+                "facet": facet_title(row.facet),
+                "colour": colours.get(row.method, "#1f77b4"),
+                "n": row.n,
+                "values": {c: num(row.values[c][0]) for c in shown},
+                "errs": {c: error(row, c) for c in shown},
+                "texts": {c: fmt_cell(row, c) for c in shown},
+            }
+        )
     bars = {}
     for col in BARS:
-        bars[col] = [{**b, "facet": facet_title(b["facet"]), "colour": colours.get(b["method"], "#1f77b4")}
-                     for b in bar_layout(rows, col)]  # fmt: skip
+        bars[col] = [
+            {**b, "facet": facet_title(b["facet"]), "colour": colours.get(b["method"], "#1f77b4")}
+            for b in bar_layout(rows, col)
+        ]
     metrics = {c: {"label": METRICS[c][0], "higher": METRICS[c][1]} for c in cols}
-    return {"points": points, "bars": bars, "metrics": metrics, "dominated": DOMINATED,
-            "barTitles": {c: t for c, (t, _) in BARS.items()}, "barLog": {c: log for c, (_, log) in BARS.items()}}  # fmt: skip
+    return {
+        "points": points,
+        "bars": bars,
+        "metrics": metrics,
+        "dominated": DOMINATED,
+        "barTitles": {c: t for c, (t, _) in BARS.items()},
+        "barLog": {c: log for c, (_, log) in BARS.items()},
+    }
 
 
 def folklore_html(frame, rows: list[Row]) -> str:
@@ -201,10 +268,14 @@ def folklore_html(frame, rows: list[Row]) -> str:
     items = []
     for claim, figure, source, said in claims:
         here = "".join(f"<li>{esc(s)}</li>" for s in said)
-        items.append(f"<li><b>{esc(claim)}</b> <span class='muted'>(usual figure: {esc(figure)}; source: "
-                     f"{esc(source)})</span>. Here:<ul>{here}</ul></li>")  # fmt: skip
-    return ("<h2>Folklore, measured</h2><p class='muted'>Common claims beside what these rows say, only the claims some "
-            "row here speaks to (GB = 10⁹ bytes, as the claims count).</p><ul class='folk'>" + "".join(items) + "</ul>")  # fmt: skip
+        items.append(
+            f"<li><b>{esc(claim)}</b> <span class='muted'>(usual figure: {esc(figure)}; source: "
+            f"{esc(source)})</span>. Here:<ul>{here}</ul></li>"
+        )
+    return (
+        "<h2>Folklore, measured</h2><p class='muted'>Common claims beside what these rows say, only the claims some "
+        "row here speaks to (GB = 10⁹ bytes, as the claims count).</p><ul class='folk'>" + "".join(items) + "</ul>"
+    )
 
 
 def ranked_note(rows: list[Row], facet: tuple[str, str]) -> str:
@@ -219,12 +290,14 @@ def facet_section(frame, rows: list[Row], cols: list[str], facet: tuple[str, str
     sub = frame[(frame["model"] == facet[0]) & (frame["gpu"] == facet[1])]
     items = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in conditions(sub))
     summary = esc(what_wins(rows, facet)).replace("**", "")
-    return (f"<section class='facet' data-facet='{esc(facet_title(facet))}'><h3>{esc(facet_title(facet))}</h3>"
-            f"<p class='wins'><b>What wins here.</b> {summary}</p>"
-            + f"<p class='muted'>{esc(ranked_note(rows, facet))}</p>"
-            f"<div class='scroll'>{leaderboard_table(rows, cols, facet)}</div>"
-            f"<details class='cond'><summary>Conditions these numbers hold under</summary><dl>{items}</dl></details>"
-            "</section>")  # fmt: skip
+    return (
+        f"<section class='facet' data-facet='{esc(facet_title(facet))}'><h3>{esc(facet_title(facet))}</h3>"
+        f"<p class='wins'><b>What wins here.</b> {summary}</p>"
+        + f"<p class='muted'>{esc(ranked_note(rows, facet))}</p>"
+        f"<div class='scroll'>{leaderboard_table(rows, cols, facet)}</div>"
+        f"<details class='cond'><summary>Conditions these numbers hold under</summary><dl>{items}</dl></details>"
+        "</section>"
+    )
 
 
 def page_title(frame) -> str:
@@ -246,17 +319,26 @@ def render(frame, rows: list[Row], recs, metric: str, note: str, images: dict[st
     for name in ("frontier", "engines", "loss_curves"):
         if name in images:
             src = data_uri(Path(images[name]).read_bytes(), "image/png")
-            imgs.append(f'<figure><img alt="{esc(name)}" src="{src}"><figcaption>{esc(CAPTIONS[name])}</figcaption></figure>')
+            imgs.append(
+                f'<figure><img alt="{esc(name)}" src="{src}"><figcaption>{esc(CAPTIONS[name])}</figcaption></figure>'
+            )
     missing = [n for n in ("pareto", "throughput", "trainable_params", "loss_curves") if n not in images]
     static_pareto = ""
     if "pareto" in images:
         src = data_uri(Path(images["pareto"]).read_bytes(), "image/png")
-        static_pareto = f'<details><summary>static PNG of the default axes</summary><img alt="pareto" src="{src}"></details>'
+        static_pareto = (
+            f'<details><summary>static PNG of the default axes</summary><img alt="pareto" src="{src}"></details>'
+        )
     random_note = ""
     if (~frame["quality_valid"]).any():
-        random_note = "<p>† random-init weights: score and losses measure nothing about quality, so they are left out.</p>"
-    bar_svgs = "".join(f'<figure><svg class="bars" id="bars-{c}" width="100%" role="img" aria-label="{esc(t)}"></svg>'
-                       f"<figcaption>{esc(t)}</figcaption></figure>" for c, (t, _) in BARS.items())  # fmt: skip
+        random_note = (
+            "<p>† random-init weights: score and losses measure nothing about quality, so they are left out.</p>"
+        )
+    bar_svgs = "".join(
+        f'<figure><svg class="bars" id="bars-{c}" width="100%" role="img" aria-label="{esc(t)}"></svg>'
+        f"<figcaption>{esc(t)}</figcaption></figure>"
+        for c, (t, _) in BARS.items()
+    )
     return template("report.html").format(
         title=esc(f"peftbench leaderboard — {page_title(frame)}"),
         n_runs=len(frame),

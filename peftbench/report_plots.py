@@ -13,7 +13,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from peftbench.report_data import (
-    METRICS, NO_ENGINE, Row, facet_title, facets, fmt_cell, fmt_number, frontier_points, pareto_indices, standard_error,
+    METRICS,
+    NO_ENGINE,
+    Row,
+    facet_title,
+    facets,
+    fmt_cell,
+    frontier_points,
+    pareto_indices,
+    standard_error,
 )
 
 DOMINATED = "#b8b8b8"
@@ -24,7 +32,10 @@ def method_colours(names) -> dict[str, str]:
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
-    return {name: "#%02x%02x%02x" % tuple(int(255 * c) for c in cmap(i % 10)[:3]) for i, name in enumerate(sorted(names))}
+    return {
+        name: "#{:02x}{:02x}{:02x}".format(*(int(255 * c) for c in cmap(i % 10)[:3]))
+        for i, name in enumerate(sorted(names))
+    }
 
 
 pareto_front = pareto_indices  # the front's definition lives with the data (report_data), the plots draw it
@@ -55,8 +66,19 @@ def pareto_points(rows: list[Row], x: str, y: str) -> list[dict[str, Any]]:
         front = set(pareto_front([(r.values[x][0], r.values[y][0]) for r in pts], METRICS[x][1], METRICS[y][1]))
         multi = several_engines(rows, facet)
         for i, r in enumerate(pts):
-            out.append({"key": r.key, "label": r.name(multi), "facet": facet, "method": r.method, "x": r.values[x][0],
-                        "y": r.values[y][0], "xerr": error(r, x), "yerr": error(r, y), "front": i in front})  # fmt: skip
+            out.append(
+                {
+                    "key": r.key,
+                    "label": r.name(multi),
+                    "facet": facet,
+                    "method": r.method,
+                    "x": r.values[x][0],
+                    "y": r.values[y][0],
+                    "xerr": error(r, x),
+                    "yerr": error(r, y),
+                    "front": i in front,
+                }
+            )
     return out
 
 
@@ -71,8 +93,16 @@ def plot_pareto(path: Path, rows: list[Row], x: str, y: str, colours: dict[str, 
         for p in pts:
             colour = colours.get(p["method"], "C0") if p["front"] else DOMINATED
             if p["xerr"] or p["yerr"]:
-                ax.errorbar([p["x"]], [p["y"]], xerr=[p["xerr"]] if p["xerr"] else None,
-                            yerr=[p["yerr"]] if p["yerr"] else None, color=colour, lw=1, capsize=3, zorder=2)  # fmt: skip
+                ax.errorbar(
+                    [p["x"]],
+                    [p["y"]],
+                    xerr=[p["xerr"]] if p["xerr"] else None,
+                    yerr=[p["yerr"]] if p["yerr"] else None,
+                    color=colour,
+                    lw=1,
+                    capsize=3,
+                    zorder=2,
+                )
             ax.scatter([p["x"]], [p["y"]], color=colour, s=60, zorder=3, edgecolor="black" if p["front"] else "none")
         annotate_apart(ax, pts)
         xy = [(p["x"], p["y"]) for p in pts]
@@ -94,8 +124,15 @@ def annotate_apart(ax, pts: list[dict[str, Any]]) -> None:
         while any(abs(px - ox) < 90 and abs(py + dy - oy) < 11 for ox, oy in placed):
             dy -= 11
         placed.append((px, py + dy))
-        ax.annotate(p["label"], (p["x"], p["y"]), textcoords="offset points", xytext=(6, dy), fontsize=8,
-                    color="black" if p["front"] else "#777777", gid=f"label:{p['key']}")  # fmt: skip
+        ax.annotate(
+            p["label"],
+            (p["x"], p["y"]),
+            textcoords="offset points",
+            xytext=(6, dy),
+            fontsize=8,
+            color="black" if p["front"] else "#777777",
+            gid=f"label:{p['key']}",
+        )
 
 
 def draw_front(ax, xy: list[tuple[float, float]], front: set[int], x: str, y: str) -> None:
@@ -122,10 +159,22 @@ def plot_engines(path: Path, rows: list[Row], x: str = "gpu_allocated_gib_peak",
         xy = [(r.values[x][0], r.values[y][0]) for r in pts]
         front = set(pareto_front(xy, METRICS[x][1], METRICS[y][1]))
         for i, (r, (px, py)) in enumerate(zip(pts, xy)):
-            ax.scatter([px], [py], color=ENGINE_COLOURS.get(r.engine, "C3"), s=70, zorder=3,
-                       edgecolor="black" if i in front else "none", label=r.engine)  # fmt: skip
-        annotate_apart(ax, [{"key": r.key, "label": r.name(True), "x": px, "y": py, "front": i in front}
-                            for i, (r, (px, py)) in enumerate(zip(pts, xy))])  # fmt: skip
+            ax.scatter(
+                [px],
+                [py],
+                color=ENGINE_COLOURS.get(r.engine, "C3"),
+                s=70,
+                zorder=3,
+                edgecolor="black" if i in front else "none",
+                label=r.engine,
+            )
+        annotate_apart(
+            ax,
+            [
+                {"key": r.key, "label": r.name(True), "x": px, "y": py, "front": i in front}
+                for i, (r, (px, py)) in enumerate(zip(pts, xy))
+            ],
+        )
         draw_front(ax, xy, front, x, y)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
@@ -151,15 +200,24 @@ def frontier_figure(rows: list[Row], x: str = "gpu_allocated_gib_peak", y: str =
         span = (hi - lo) or max(abs(hi), 1.0) * 0.1
         ax.set_xlim(lo - 0.08 * span, hi + 0.45 * span)  # room for the labels right of the points
         for p in pts:
-            ax.scatter([p["x"]], [p["y"]], color=ENGINE_COLOURS.get(p["engine"], "C3"), s=70, zorder=3,
-                       edgecolor="black" if p["front"] else "none", label=p["engine"], gid=f"point:{p['key']}")  # fmt: skip
+            ax.scatter(
+                [p["x"]],
+                [p["y"]],
+                color=ENGINE_COLOURS.get(p["engine"], "C3"),
+                s=70,
+                zorder=3,
+                edgecolor="black" if p["front"] else "none",
+                label=p["engine"],
+                gid=f"point:{p['key']}",
+            )
         annotate_apart(ax, pts)
         draw_front(ax, [(p["x"], p["y"]) for p in pts], {i for i, p in enumerate(pts) if p["front"]}, x, y)
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))
         ax.legend(unique.values(), unique.keys(), fontsize=8, loc="best", title="engine", title_fontsize=8)
-        ax.set_title(f"{method}: speed–memory frontier, {facet_title(facet)}\n(outlined, dashed: the Pareto front)",
-                     fontsize=10)
+        ax.set_title(
+            f"{method}: speed–memory frontier, {facet_title(facet)}\n(outlined, dashed: the Pareto front)", fontsize=10
+        )
         ax.grid(alpha=0.3)
     return fig
 
@@ -181,9 +239,18 @@ def bar_layout(rows: list[Row], col: str) -> list[dict[str, Any]]:
         multi = several_engines(rows, facet)
         for pos, r in enumerate(sorted((r for r in ok if r.facet == facet), key=lambda r: r.values[col][0])):
             std = r.values[col][1]
-            out.append({"key": r.key, "facet": facet, "pos": pos, "name": r.name(multi), "method": r.method,
-                        "value": r.values[col][0], "err": 0.0 if math.isnan(std) else std,
-                        "text": fmt_cell(r, col)})  # fmt: skip
+            out.append(
+                {
+                    "key": r.key,
+                    "facet": facet,
+                    "pos": pos,
+                    "name": r.name(multi),
+                    "method": r.method,
+                    "value": r.values[col][0],
+                    "err": 0.0 if math.isnan(std) else std,
+                    "text": fmt_cell(r, col),
+                }
+            )
     return out
 
 
@@ -197,16 +264,26 @@ def bar_figure(rows: list[Row], col: str, colours: dict[str, str], log: bool = F
     for ax, facet in zip(axes, groups):
         mine = [b for b in bars if b["facet"] == facet]
         pos = [b["pos"] for b in mine]  # numeric positions: two bars with one method name never share a slot
-        ax.barh(pos, [b["value"] for b in mine], xerr=[b["err"] for b in mine] if any(b["err"] for b in mine) else None,
-                color=[colours.get(b["method"], "C0") for b in mine])  # fmt: skip
+        ax.barh(
+            pos,
+            [b["value"] for b in mine],
+            xerr=[b["err"] for b in mine] if any(b["err"] for b in mine) else None,
+            color=[colours.get(b["method"], "C0") for b in mine],
+        )
         ax.set_yticks(pos, [b["name"] for b in mine], fontsize=8)
         if log:
             ax.set_xscale("log")
         top = max(b["value"] + b["err"] for b in mine)
         ax.set_xlim(right=top * (3 if log else 1.18))  # room for the value text after the longest bar
         for b in mine:
-            ax.annotate(b["text"], (b["value"] + b["err"], b["pos"]), textcoords="offset points", xytext=(3, -3),
-                        fontsize=8, gid=f"value:{b['key']}")  # fmt: skip
+            ax.annotate(
+                b["text"],
+                (b["value"] + b["err"], b["pos"]),
+                textcoords="offset points",
+                xytext=(3, -3),
+                fontsize=8,
+                gid=f"value:{b['key']}",
+            )
         ax.set_xlabel(METRICS[col][0] + (" (log scale)" if log else ""))
         ax.set_title(facet_title(facet), fontsize=10)
         ax.grid(axis="x", alpha=0.3)
@@ -238,8 +315,14 @@ def plot_losses(path: Path, frame, recs: list[dict[str, Any]], colours: dict[str
             name = f"{run['method_label']} · {run['engine']}" if multi else run["method_label"]
             label = name if name not in seen else None
             seen.add(name)
-            ax.plot([p[0] for p in curve], [p[1] for p in curve], label=label, lw=1.4,
-                    color=colours.get(run["method"], "C0"), ls="-" if run["quality_valid"] else "--")  # fmt: skip
+            ax.plot(
+                [p[0] for p in curve],
+                [p[1] for p in curve],
+                label=label,
+                lw=1.4,
+                color=colours.get(run["method"], "C0"),
+                ls="-" if run["quality_valid"] else "--",
+            )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss")

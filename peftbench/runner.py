@@ -20,8 +20,22 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench import (
-    __version__, base_row, checks, console, data, distributed, engines, errors, evaluate, memory, methods, models, profiles, records,
-    regional, validation,
+    __version__,
+    base_row,
+    checks,
+    console,
+    data,
+    distributed,
+    engines,
+    errors,
+    evaluate,
+    memory,
+    methods,
+    models,
+    profiles,
+    records,
+    regional,
+    validation,
 )
 from peftbench.point import Point, own_overrides, sft_config
 
@@ -121,7 +135,8 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     if not engine.loads_model:
         record["method_info"] = methods.prepare_model(model, method_cfg)
         tokenizer_folder = (
-            None if data.uses_stand_in_tokenizer(cfg)
+            None
+            if data.uses_stand_in_tokenizer(cfg)
             else models.local_folder(cfg.model.get("tokenizer") or cfg.model.name_or_path)
         )
         peft_config = methods.build_peft_config(method_cfg, tokenizer_folder)
@@ -136,21 +151,41 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     layers = profile_info["profile_choices"]  # `checkpointing_plan` (and `compile`): peftbench sets the layers itself
     plan = layers.get("checkpointing_plan")
     if plan is not None:
-        record.update(regional.apply(model, layers["compile"], plan, layers.get("compile_backend", "inductor"),
-                                     layers.get("compile_dynamic", False)))  # fmt: skip
+        record.update(
+            regional.apply(
+                model,
+                layers["compile"],
+                plan,
+                layers.get("compile_backend", "inductor"),
+                layers.get("compile_dynamic", False),
+            )
+        )
         record["engine_gradient_checkpointing"] = (
-            f"peftbench plan {plan} (torch.utils.checkpoint, use_reentrant=False)" if record["checkpointed_layers"]
-            else "off")  # fmt: skip
+            f"peftbench plan {plan} (torch.utils.checkpoint, use_reentrant=False)"
+            if record["checkpointed_layers"]
+            else "off"
+        )
     checkpointing = bool(args.gradient_checkpointing) if plan is None else regional.parse_plan(plan)[0] > 0
     if engine.modelled:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
-        record.update(methods.predict_memory(method_cfg, model.config, seq_len, args.per_device_train_batch_size,
-                                             checkpointing, bool(args.use_liger_kernel), bf16_adapters,
-                                             plan=record.get("checkpointing_plan"), compiled=profiles.compiles(point)))  # fmt: skip
+        record.update(
+            methods.predict_memory(
+                method_cfg,
+                model.config,
+                seq_len,
+                args.per_device_train_batch_size,
+                checkpointing,
+                bool(args.use_liger_kernel),
+                bf16_adapters,
+                plan=record.get("checkpointing_plan"),
+                compiled=profiles.compiles(point),
+            )
+        )
     optimizer = methods.build_optimizer(model, method_cfg, args.learning_rate, args.weight_decay)
     warmup = throughput_warmup(point, validation.planned_steps(args, len(train_set)))
     # The runner writes the record itself (with the recipe's identity), so the callback only measures.
-    callback = PeftBenchCallback(run_id=record["run_id"], warmup_steps=warmup, write=False, log_to_trainer=False,
-                                 reset_peaks=True)  # fmt: skip
+    callback = PeftBenchCallback(
+        run_id=record["run_id"], warmup_steps=warmup, write=False, log_to_trainer=False, reset_peaks=True
+    )
     record["trl_step_metrics"] = point.trl_step_metrics
     record["profiled_steps"] = point.profile_steps  # profiled steps are slower: not for tokens/s
     record["memory_traced_steps"] = point.memory_trace_steps  # slower too
@@ -160,16 +195,20 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
         train_dataset=train_set,
         eval_dataset=eval_set,
         processing_class=tokenizer,
-        callbacks=[callback, *profiler_callbacks(record["profiled_steps"], warmup, run_dir,
-                                                 record["memory_traced_steps"]), *methods.trainer_callbacks(method_cfg)],
+        callbacks=[
+            callback,
+            *profiler_callbacks(record["profiled_steps"], warmup, run_dir, record["memory_traced_steps"]),
+            *methods.trainer_callbacks(method_cfg),
+        ],
         optimizers=(optimizer, None),
     )
     if method.copies_forward:
         follow_fused_head(trainer.model)
     if record.get("gradient_checkpointing_off"):
         log.warning("%s: gradient checkpointing off: %s", record["run_id"], record["gradient_checkpointing_off"])
-    record.update({k: v for k, v in engines.trainer_settings(engine, trainer.args, trainer.model).items()
-                   if k not in record})  # fmt: skip
+    record.update(
+        {k: v for k, v in engines.trainer_settings(engine, trainer.args, trainer.model).items() if k not in record}
+    )
     console.quiet_trainer(trainer)
     trainer.train()
     record.update(callback.record())  # first: the runner's own eval and save times below are after training

@@ -22,6 +22,7 @@ log = logging.getLogger("peftbench")
 STATUSES: list[str] = []  # statuses of the points known to this process; __main__.exit_code reads them
 STATUS_FILE = "peftbench_status.json"
 
+
 class PrintResults(Callback):
     def _print(self, config: DictConfig, run_names: Any = None) -> None:
         from peftbench.records import readable_records, tabular, to_frame
@@ -38,7 +39,9 @@ class PrintResults(Callback):
         try:
             final_table(results_dir)
         except Exception as exc:  # noqa: BLE001 - the records are safe; the table is a view of them
-            log.error("results table not printed: %s: %s (the records and table.csv are written)", type(exc).__name__, exc)
+            log.error(
+                "results table not printed: %s: %s (the records and table.csv are written)", type(exc).__name__, exc
+            )
         print(flush=True)
         if config.run.get("report", True):
             write_report(results_dir)
@@ -190,8 +193,12 @@ class ValidateSweep(Callback):
         valid: list = []
         errors, points, finished = sweep_errors(config, GlobalHydra.instance().config_loader(), valid)
         if errors:
-            print(f"peftbench: refusing the sweep, {len(errors)} of {points} points are invalid "
-                  f"(nothing was loaded or trained):\n" + "\n".join(errors), file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"peftbench: refusing the sweep, {len(errors)} of {points} points are invalid "
+                f"(nothing was loaded or trained):\n" + "\n".join(errors),
+                file=sys.stderr,
+                flush=True,
+            )
             sys.exit(EXIT_REFUSED)  # SystemExit passes through Hydra's error handler with its code intact
         log.info("validated %d sweep points before loading any model (%d finished, to be skipped)", points, finished)
         print_plan(valid)
@@ -251,8 +258,13 @@ def write_report(results_dir: Path) -> None:
     try:
         paths = write(results_dir)
     except Exception as exc:  # noqa: BLE001 - the sweep's results stand; `peftbench-report DIR` can be rerun
-        log.error("report for %s not written: %s: %s (rerun: peftbench-report %s)", results_dir,
-                  type(exc).__name__, exc, results_dir)  # fmt: skip
+        log.error(
+            "report for %s not written: %s: %s (rerun: peftbench-report %s)",
+            results_dir,
+            type(exc).__name__,
+            exc,
+            results_dir,
+        )
         return
     print(f"peftbench report: {paths['md']} and {paths['html']}", flush=True)
 

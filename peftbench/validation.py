@@ -33,13 +33,18 @@ def train_group_errors(point: Point) -> tuple[list[str], Any]:
         return [str(exc)], None
     errors = checks.train_type_errors(train, SFTConfig)
     if train.get("fp16") and not train.get("use_cpu") and not torch.cuda.is_available():
-        errors.append("train.fp16: true, but this machine has no CUDA GPU; accelerate would train in float32 without "
-                      "telling (fp16 autocast needs a GPU). Set train.fp16=false, or run on a GPU.")  # fmt: skip
+        errors.append(
+            "train.fp16: true, but this machine has no CUDA GPU; accelerate would train in float32 without "
+            "telling (fp16 autocast needs a GPU). Set train.fp16=false, or run on a GPU."
+        )
     if errors:
         return errors, None
     try:  # output_dir is only stored: TrainingArguments creates nothing at construction
-        args = SFTConfig(output_dir=str(Path(point.cfg.run.results_dir) / "_validate"),
-                         include_num_input_tokens_seen="non_padding", **train)  # fmt: skip
+        args = SFTConfig(
+            output_dir=str(Path(point.cfg.run.results_dir) / "_validate"),
+            include_num_input_tokens_seen="non_padding",
+            **train,
+        )
     except (ValueError, TypeError) as exc:
         return [checks.library_error(exc, train)], None
     return errors, args
@@ -63,24 +68,32 @@ def step_errors(point: Point, args: Any, examples: int | None) -> list[str]:
     errors = []
     per_step = args.per_device_train_batch_size * args.gradient_accumulation_steps * distributed.world_size()
     if examples is not None and examples < per_step:
-        errors.append(f"train.per_device_train_batch_size: one optimizer step takes {args.per_device_train_batch_size}"
-                      f" x {args.gradient_accumulation_steps} (gradient_accumulation_steps) x "
-                      f"{distributed.world_size()} (processes) = {per_step} examples, but only {examples} train. Lower "
-                      f"the batch size, or give more data.")  # fmt: skip
+        errors.append(
+            f"train.per_device_train_batch_size: one optimizer step takes {args.per_device_train_batch_size}"
+            f" x {args.gradient_accumulation_steps} (gradient_accumulation_steps) x "
+            f"{distributed.world_size()} (processes) = {per_step} examples, but only {examples} train. Lower "
+            f"the batch size, or give more data."
+        )
     steps = planned_steps(args, examples)
     warmup = point.warmup_steps
     compiled = profiles.compile_mode(point.profile, point.method, point.engine)[0] != "off"
     if compiled and (warmup == 0 or (warmup is None and steps is not None and steps < 2)):
-        errors.append("run.warmup_steps: no warm-up step with profile.compile=regional, so the first step's compile "
-                      "would count in tokens/s. Set run.warmup_steps=1 or more (and train.max_steps above it), or "
-                      "profile.compile=off.")  # fmt: skip
+        errors.append(
+            "run.warmup_steps: no warm-up step with profile.compile=regional, so the first step's compile "
+            "would count in tokens/s. Set run.warmup_steps=1 or more (and train.max_steps above it), or "
+            "profile.compile=off."
+        )
     if steps is not None and warmup is not None and warmup >= steps:
-        errors.append(f"run.warmup_steps: {warmup} >= the {steps} optimizer steps this point trains, so no step would "
-                      f"be left to measure throughput on. Set run.warmup_steps below {steps} (e.g. "
-                      f"run.warmup_steps={min(2, steps - 1)}), or raise train.max_steps.")  # fmt: skip
+        errors.append(
+            f"run.warmup_steps: {warmup} >= the {steps} optimizer steps this point trains, so no step would "
+            f"be left to measure throughput on. Set run.warmup_steps below {steps} (e.g. "
+            f"run.warmup_steps={min(2, steps - 1)}), or raise train.max_steps."
+        )
     if steps is not None and args.warmup_steps >= 1 and args.warmup_steps >= steps:
-        errors.append(f"train.warmup_steps: {args.warmup_steps:g} >= the {steps} optimizer steps this point trains, "
-                      f"so the learning rate would never reach its value. Set train.warmup_steps below {steps}.")
+        errors.append(
+            f"train.warmup_steps: {args.warmup_steps:g} >= the {steps} optimizer steps this point trains, "
+            f"so the learning rate would never reach its value. Set train.warmup_steps below {steps}."
+        )
     return errors
 
 
@@ -89,8 +102,10 @@ def max_length_errors(point: Point, model_config: Any) -> list[str]:
     length = point.seq_len
     if limit and length is not None and length > limit:
         field = "data.seq_len" if point.synthetic else "train.max_length"
-        return [f"{field}: {length} tokens, but the model's max_position_embeddings is {limit}. Set {field} to at "
-                f"most {limit}."]  # fmt: skip
+        return [
+            f"{field}: {length} tokens, but the model's max_position_embeddings is {limit}. Set {field} to at "
+            f"most {limit}."
+        ]
     return []
 
 
@@ -103,9 +118,18 @@ def data_plan(data_cfg: Any, model_cfg: Any, args: Any, tokenizer: Any = None) -
     from datasets import Dataset
 
     train = Dataset.from_dict(data.rendered_split(data_cfg, "train"))
-    key = json.dumps([OmegaConf.to_container(data_cfg, resolve=True), str(model_cfg.get("tokenizer") or
-                      model_cfg.name_or_path), args.max_length, args.truncation_mode, args.packing,
-                      args.completion_only_loss], sort_keys=True, default=str)  # fmt: skip
+    key = json.dumps(
+        [
+            OmegaConf.to_container(data_cfg, resolve=True),
+            str(model_cfg.get("tokenizer") or model_cfg.name_or_path),
+            args.max_length,
+            args.truncation_mode,
+            args.packing,
+            args.completion_only_loss,
+        ],
+        sort_keys=True,
+        default=str,
+    )
     if key not in _LENGTH_REPORTS:  # a sweep's points share their data: measured once a process
         tokenizer = tokenizer if tokenizer is not None else data.measuring_tokenizer(model_cfg)
         _LENGTH_REPORTS.clear()
@@ -123,9 +147,11 @@ def model_config_checked(model_cfg: Any) -> Any:
     except (OSError, ValueError) as exc:
         field = "model.config" if model_cfg.get("config") else "model.name_or_path"
         source = model_cfg.get("config") or model_cfg.name_or_path
-        raise models.ModelSourceError(f"{field}: cannot read the model config of `{source}` ({type(exc).__name__}: "
-                                      f"{str(exc).splitlines()[0] if str(exc) else ''}). Give a folder with "
-                                      f"config.json, a hub id that can be reached, or a shipped config.") from None
+        raise models.ModelSourceError(
+            f"{field}: cannot read the model config of `{source}` ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}). Give a folder with "
+            f"config.json, a hub id that can be reached, or a shipped config."
+        ) from None
 
 
 _CAUGHT: list[BaseException] = []  # the input errors of the validation in progress (one process validates at a time)
@@ -192,8 +218,11 @@ def validate(point: Point | DictConfig, folder_errors: list[str] | None = None) 
     examples = None
     if args is not None and point.synthetic:
         examples = int(cfg.data.num_samples)
-    elif args is not None and data.split_file(cfg.data, "train") is not None and not [
-            e for e in errors if e.startswith(("data.", "model.tokenizer", "model.name_or_path"))]:  # fmt: skip
+    elif (
+        args is not None
+        and data.split_file(cfg.data, "train") is not None
+        and not [e for e in errors if e.startswith(("data.", "model.tokenizer", "model.name_or_path"))]
+    ):
         plan = _gather(errors, data_plan, cfg.data, cfg.model, args)
         examples = plan[1]["train_examples_used"] if plan else None
     if args is not None:

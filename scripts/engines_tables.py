@@ -19,16 +19,29 @@ def peftbench_rows(out: Path) -> pd.DataFrame:
         rec = json.loads(path.read_text())
         profile = rec.get("profile") or rec.get("config", {}).get("profile", {}).get("name", "default")
         train = rec.get("config", {}).get("train", {})
-        if profile == "fast" and rec.get("engine_gradient_checkpointing", "off") != "off":  # the profile's GC choice overridden
-            profile += " +gc" + (" offload" if (train.get("gradient_checkpointing_kwargs") or {}).get("offload") else "")
-        rows.append({
-            "method": rec["method"], "engine": rec.get("engine", "peft"), "profile": profile,
-            "status": rec["status"], "tokens_per_s": rec.get("tokens_per_s"),
-            "peak_alloc_gib": rec.get("gpu_allocated_gib_peak"), "peak_reserved_gib": rec.get("gpu_reserved_gib_peak"),
-            "step_median_s": rec.get("step_time_median_s"), "steps": rec.get("steps"),
-            "gc": rec.get("engine_gradient_checkpointing"), "kernels": rec.get("engine_kernels"),
-            "engine_version": rec.get("engine_version"), "error": (rec.get("error") or "")[:120],
-        })  # fmt: skip
+        if (
+            profile == "fast" and rec.get("engine_gradient_checkpointing", "off") != "off"
+        ):  # the profile's GC choice overridden
+            profile += " +gc" + (
+                " offload" if (train.get("gradient_checkpointing_kwargs") or {}).get("offload") else ""
+            )
+        rows.append(
+            {
+                "method": rec["method"],
+                "engine": rec.get("engine", "peft"),
+                "profile": profile,
+                "status": rec["status"],
+                "tokens_per_s": rec.get("tokens_per_s"),
+                "peak_alloc_gib": rec.get("gpu_allocated_gib_peak"),
+                "peak_reserved_gib": rec.get("gpu_reserved_gib_peak"),
+                "step_median_s": rec.get("step_time_median_s"),
+                "steps": rec.get("steps"),
+                "gc": rec.get("engine_gradient_checkpointing"),
+                "kernels": rec.get("engine_kernels"),
+                "engine_version": rec.get("engine_version"),
+                "error": (rec.get("error") or "")[:120],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -37,12 +50,22 @@ def direct_rows(out: Path) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame()
     frame = pd.read_csv(path)
-    return pd.DataFrame({
-        "method": frame.method, "engine": "unsloth direct", "profile": "-", "status": "ok",
-        "tokens_per_s": frame.tokens_per_s, "peak_alloc_gib": frame.peak_allocated_gib,
-        "peak_reserved_gib": frame.peak_reserved_gib, "step_median_s": frame.step_time_median_s, "steps": frame.steps,
-        "gc": "unsloth", "kernels": "", "engine_version": frame.unsloth,
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "method": frame.method,
+            "engine": "unsloth direct",
+            "profile": "-",
+            "status": "ok",
+            "tokens_per_s": frame.tokens_per_s,
+            "peak_alloc_gib": frame.peak_allocated_gib,
+            "peak_reserved_gib": frame.peak_reserved_gib,
+            "step_median_s": frame.step_time_median_s,
+            "steps": frame.steps,
+            "gc": "unsloth",
+            "kernels": "",
+            "engine_version": frame.unsloth,
+        }
+    )
 
 
 def main(outs: list[Path]) -> None:
@@ -54,14 +77,18 @@ def main(outs: list[Path]) -> None:
     order = {"lora": 0, "qlora": 1, "full": 2}
     table = table.sort_values(["method", "engine", "profile"], key=lambda c: c.map(order) if c.name == "method" else c)
     print("## Llama-2-7B shape, seq 2048, micro-batch 2, bf16: method x engine\n")
-    print(table.drop(columns=["error"] if not table.get("error", pd.Series(dtype=str)).fillna("").any() else [])
-          .to_markdown(index=False, floatfmt=".4g"))  # fmt: skip
+    print(
+        table.drop(
+            columns=["error"] if not table.get("error", pd.Series(dtype=str)).fillna("").any() else []
+        ).to_markdown(index=False, floatfmt=".4g")
+    )
     ok = table[table.status == "ok"].set_index(["method", "engine", "profile"])
     lines = ["", "## Ratios", "", "| method | ratio | value |", "|---|---|---|"]
     for method in order:
+
         def get(engine, profile, col="tokens_per_s"):
             try:
-                return float(ok.loc[(method, engine, profile), col])
+                return float(ok.loc[(method, engine, profile), col])  # noqa: B023 - called in this iteration only
             except KeyError:
                 return None
 

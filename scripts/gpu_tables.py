@@ -1,6 +1,6 @@
 """Side-by-side tables of one gpu_benchmark.sh output folder: peftbench (default, fast) against the stock baseline.
 
-    python scripts/gpu_tables.py OUTDIR   # prints markdown; ratios are peftbench / stock from the same run
+python scripts/gpu_tables.py OUTDIR   # prints markdown; ratios are peftbench / stock from the same run
 """
 
 from __future__ import annotations
@@ -16,8 +16,18 @@ def peftbench_table(out: Path, run: str) -> pd.DataFrame | None:
     if not path.exists():
         return None
     frame = pd.read_csv(path)
-    keep = ["method", "status", "tokens_per_s", "gpu_allocated_gib_peak", "gpu_reserved_gib_peak", "predicted_peak_gib",
-            "gpu_allocated_at_start_gib", "step_time_median_s", "hyperparameters.gradient_checkpointing", "error"]  # fmt: skip
+    keep = [
+        "method",
+        "status",
+        "tokens_per_s",
+        "gpu_allocated_gib_peak",
+        "gpu_reserved_gib_peak",
+        "predicted_peak_gib",
+        "gpu_allocated_at_start_gib",
+        "step_time_median_s",
+        "hyperparameters.gradient_checkpointing",
+        "error",
+    ]
     return frame[[c for c in keep if c in frame.columns]].drop_duplicates("method", keep="last").set_index("method")
 
 
@@ -26,8 +36,10 @@ def fmt(frame: pd.DataFrame) -> str:
 
 
 def main(out: Path) -> None:
-    for workload, stock_file, runs in (("A (synthetic 2048)", "stock_a.csv", ["a_default", "a_each", "a_fast"]),
-                                       ("B (GSM8K)", "stock_b.csv", ["b_default"])):  # fmt: skip
+    for workload, stock_file, runs in (
+        ("A (synthetic 2048)", "stock_a.csv", ["a_default", "a_each", "a_fast"]),
+        ("B (GSM8K)", "stock_b.csv", ["b_default"]),
+    ):
         stock_path = out / stock_file
         if not stock_path.exists():
             continue
@@ -77,23 +89,38 @@ def compiled(out: Path) -> None:
     if not records:
         return
     stock_path = out / "stock_a.csv"
-    stock = (pd.read_csv(stock_path).drop_duplicates("method", keep="last").set_index("method")
-             if stock_path.exists() else pd.DataFrame(columns=["tokens_per_s", "peak_allocated_gib"]))  # fmt: skip
+    stock = (
+        pd.read_csv(stock_path).drop_duplicates("method", keep="last").set_index("method")
+        if stock_path.exists()
+        else pd.DataFrame(columns=["tokens_per_s", "peak_allocated_gib"])
+    )
     rows = []
     for rec in records:
         base = stock.loc[rec["method"]] if rec["method"] in stock.index else None
         tok, peak = rec.get("tokens_per_s"), rec.get("gpu_allocated_gib_peak")
-        rows.append({"point": Path(rec.get("config", {}).get("run", {}).get("results_dir", "")).name[len("compile_"):],
-                     "method": rec["method"], "status": rec["status"], "compile": rec.get("compile"),
-                     "plan": rec.get("checkpointing_plan"), "tok_s": tok, "peak_gib": peak,
-                     "predicted_gib": rec.get("predicted_peak_gib"),
-                     "x_stock": tok / base.tokens_per_s if base is not None and tok else None,
-                     "mem_x_stock": peak / base.peak_allocated_gib if base is not None and peak else None,
-                     "time_compile_s": rec.get("time_compile_s"), "graphs": rec.get("compile_graphs"),
-                     "breaks": rec.get("compile_graph_breaks"), "liger": rec.get("engine_kernels"),
-                     "error": (rec.get("error") or "")[:120]})  # fmt: skip
-    print(f"## Regional compile and checkpointing plans (workload A, one fresh process each)\n\n"
-          f"{pd.DataFrame(rows).to_string(index=False, float_format='{:.3f}'.format)}\n")
+        rows.append(
+            {
+                "point": Path(rec.get("config", {}).get("run", {}).get("results_dir", "")).name[len("compile_") :],
+                "method": rec["method"],
+                "status": rec["status"],
+                "compile": rec.get("compile"),
+                "plan": rec.get("checkpointing_plan"),
+                "tok_s": tok,
+                "peak_gib": peak,
+                "predicted_gib": rec.get("predicted_peak_gib"),
+                "x_stock": tok / base.tokens_per_s if base is not None and tok else None,
+                "mem_x_stock": peak / base.peak_allocated_gib if base is not None and peak else None,
+                "time_compile_s": rec.get("time_compile_s"),
+                "graphs": rec.get("compile_graphs"),
+                "breaks": rec.get("compile_graph_breaks"),
+                "liger": rec.get("engine_kernels"),
+                "error": (rec.get("error") or "")[:120],
+            }
+        )
+    print(
+        f"## Regional compile and checkpointing plans (workload A, one fresh process each)\n\n"
+        f"{pd.DataFrame(rows).to_string(index=False, float_format='{:.3f}'.format)}\n"
+    )
 
 
 def alternated(out: Path) -> None:
@@ -105,22 +132,39 @@ def alternated(out: Path) -> None:
     stock["round"] = stock.groupby("method").cumcount() + 1  # rows are appended in the order they ran
     # peak_gib: the allocator's blocks (max_memory_allocated); requested_gib: the bytes the tensors asked for
     stock["requested_gib"] = stock.get("peak_requested_gib")
-    rows = [stock.assign(side="stock")[["method", "round", "side", "tokens_per_s", "peak_allocated_gib", "requested_gib"]]
-            .rename(columns={"peak_allocated_gib": "peak_gib"})]  # fmt: skip
+    rows = [
+        stock.assign(side="stock")[
+            ["method", "round", "side", "tokens_per_s", "peak_allocated_gib", "requested_gib"]
+        ].rename(columns={"peak_allocated_gib": "peak_gib"})
+    ]
     for table_path in sorted((out / "results").glob("ab_*_r*/table.csv")):
-        side, rnd = table_path.parent.name[len("ab_"):].rsplit("_r", 1)
+        side, rnd = table_path.parent.name[len("ab_") :].rsplit("_r", 1)
         table = pd.read_csv(table_path)
-        rows.append(pd.DataFrame({"method": table.method, "round": int(rnd), "side": side,
-                                  "tokens_per_s": table.tokens_per_s, "peak_gib": table.gpu_allocated_gib_peak,
-                                  "requested_gib": table.get("gpu_requested_gib_peak")}))  # fmt: skip
+        rows.append(
+            pd.DataFrame(
+                {
+                    "method": table.method,
+                    "round": int(rnd),
+                    "side": side,
+                    "tokens_per_s": table.tokens_per_s,
+                    "peak_gib": table.gpu_allocated_gib_peak,
+                    "requested_gib": table.get("gpu_requested_gib_peak"),
+                }
+            )
+        )
     runs = pd.concat(rows, ignore_index=True)
-    print(f"## Alternated fresh processes (workload A)\n\n"
-          f"{runs.sort_values(['method', 'round', 'side']).to_string(index=False, float_format='{:.6f}'.format)}\n")
+    print(
+        f"## Alternated fresh processes (workload A)\n\n"
+        f"{runs.sort_values(['method', 'round', 'side']).to_string(index=False, float_format='{:.6f}'.format)}\n"
+    )
     means = runs.groupby(["method", "side"]).tokens_per_s.agg(["mean", "min", "max", "count"])
     means["spread_pct"] = 100 * (means["max"] - means["min"]) / means["mean"]
     stock_mean = means.xs("stock", level="side")["mean"]
     means["x_stock"] = means["mean"] / stock_mean.reindex(means.index.get_level_values("method")).to_numpy()
-    print(f"mean per side (x_stock: mean over rounds / stock's mean; spread: max-min over rounds)\n\n{means.to_string()}\n")
+    print(
+        "mean per side (x_stock: mean over rounds / stock's mean; spread: max-min over rounds)\n\n"
+        f"{means.to_string()}\n"
+    )
 
 
 if __name__ == "__main__":

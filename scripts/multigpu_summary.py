@@ -41,8 +41,11 @@ def distributed_section(title: str, recs: list[dict]) -> list[str]:
             f"- headline peak (max over ranks): allocated {fmt(r.get('gpu_allocated_gib_peak'))} GiB, reserved "
             f"{fmt(r.get('gpu_reserved_gib_peak'))} GiB, NVML {fmt(r.get('gpu_nvml_used_gib_peak'))} GiB"
         )
-        lines += ["", "| rank | device | allocated GiB peak | reserved GiB peak | NVML used GiB peak | RSS GiB peak |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "| rank | device | allocated GiB peak | reserved GiB peak | NVML used GiB peak | RSS GiB peak |",
+            "|---|---|---|---|---|---|",
+        ]
         for p in r.get("per_rank") or []:
             lines.append(
                 f"| {p['rank']} | {p['device']} | {fmt(p['gpu_allocated_gib_peak'])} | "
@@ -70,8 +73,11 @@ def sweep_section(work: Path) -> list[str]:
         lines.append(f"- speed-up: **{float(walls['sweep1']) / float(walls['sweep2']):.2f}x**")
     except ValueError:
         pass
-    lines += ["", "| sweep | method | r | status | CUDA_VISIBLE_DEVICES | tokens/s | time_train_s | time_total_s |",
-              "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "",
+        "| sweep | method | r | status | CUDA_VISIBLE_DEVICES | tokens/s | time_train_s | time_total_s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name in ("sweep2", "sweep1"):
         for r in records(work / "results" / name):
             lines.append(

@@ -20,16 +20,23 @@ import json
 import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
 METHODS = ["lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
-LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "dora": 2e-4, "ia3": 3e-3, "prompt_tuning": 3e-2, "bitfit": 1e-3,
-                  "full": 2e-5}  # fmt: skip
+LEARNING_RATES = {
+    "lora": 2e-4,
+    "qlora": 2e-4,
+    "dora": 2e-4,
+    "ia3": 3e-3,
+    "prompt_tuning": 3e-2,
+    "bitfit": 1e-3,
+    "full": 2e-5,
+}
 
 
 class StepTimer(TrainerCallback):
@@ -111,11 +118,18 @@ def build_model(config_path: str, method: str, vocab_size: int | None):
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
                 if type(child) is nn.Linear and name != "lm_head":
-                    q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=False,
-                                          compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
-                                          device="meta")  # fmt: skip
-                    q.weight = bnb.nn.Params4bit(child.weight.data.cpu(), requires_grad=False, quant_type="nf4",
-                                                 compress_statistics=True).cuda()  # fmt: skip
+                    q = bnb.nn.Linear4bit(
+                        child.in_features,
+                        child.out_features,
+                        bias=False,
+                        compute_dtype=torch.bfloat16,
+                        compress_statistics=True,
+                        quant_type="nf4",
+                        device="meta",
+                    )
+                    q.weight = bnb.nn.Params4bit(
+                        child.weight.data.cpu(), requires_grad=False, quant_type="nf4", compress_statistics=True
+                    ).cuda()
                     setattr(parent, name, q)
         torch.cuda.empty_cache()
         model.is_loaded_in_4bit = True
@@ -183,23 +197,45 @@ def train_once(args, extra_callbacks=()) -> dict:
 
         extra_callbacks = [*extra_callbacks, PeakMemoryTrace(args.profile_dir, args.memory_trace_steps)]
     targs = TrainingArguments(
-        output_dir=f"/tmp/stock-{args.method}", max_steps=args.steps, per_device_train_batch_size=args.batch,
-        learning_rate=LEARNING_RATES[args.method], lr_scheduler_type="constant_with_warmup", warmup_steps=2,
-        bf16=True, gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False},
-        optim="adamw_torch_fused", logging_steps=1, save_strategy="no", report_to="none",
-        dataloader_num_workers=2, remove_unused_columns=False, seed=0, include_num_input_tokens_seen="non_padding",
-    )  # fmt: skip
-    trainer = Trainer(model=model, args=targs, train_dataset=train_set, data_collator=collator,
-                      callbacks=[*extra_callbacks, timer])  # fmt: skip
+        output_dir=f"/tmp/stock-{args.method}",
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        learning_rate=LEARNING_RATES[args.method],
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=2,
+        bf16=True,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        optim="adamw_torch_fused",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        dataloader_num_workers=2,
+        remove_unused_columns=False,
+        seed=0,
+        include_num_input_tokens_seen="non_padding",
+    )
+    trainer = Trainer(
+        model=model, args=targs, train_dataset=train_set, data_collator=collator, callbacks=[*extra_callbacks, timer]
+    )
     trainer.train()
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     row = {
-        "method": args.method, "workload": args.workload, "seq_len": args.seq_len, "micro_batch": args.batch,
-        "steps": len(timer.ends), "warmup_steps": args.warmup, **timer.rates(),
-        "peak_allocated_gib": max(timer.allocated), "peak_reserved_gib": max(timer.reserved),
+        "method": args.method,
+        "workload": args.workload,
+        "seq_len": args.seq_len,
+        "micro_batch": args.batch,
+        "steps": len(timer.ends),
+        "warmup_steps": args.warmup,
+        **timer.rates(),
+        "peak_allocated_gib": max(timer.allocated),
+        "peak_reserved_gib": max(timer.reserved),
         "peak_requested_gib": max(timer.requested),
-        "trainable_params": trainable, "load_s": load_s, "gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-    }  # fmt: skip
+        "trainable_params": trainable,
+        "load_s": load_s,
+        "gpu": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+    }
     del trainer, model
     import gc
 
@@ -248,15 +284,23 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--out", required=True, help="CSV file to append the row to")
-    ap.add_argument("--callback-overhead", action="store_true",
-                    help="train without and with PeftBenchCallback, interleaved, in this process; report both rates")
+    ap.add_argument(
+        "--callback-overhead",
+        action="store_true",
+        help="train without and with PeftBenchCallback, interleaved, in this process; report both rates",
+    )
     ap.add_argument("--profile-steps", type=int, default=0, help="torch.profiler over N steps after the warm-up")
-    ap.add_argument("--memory-trace-steps", type=int, default=0,
-                    help="the tensors alive at the peak of the first N steps, by size (into --profile-dir)")
+    ap.add_argument(
+        "--memory-trace-steps",
+        type=int,
+        default=0,
+        help="the tensors alive at the peak of the first N steps, by size (into --profile-dir)",
+    )
     ap.add_argument("--profile-dir", default="profile", help="--profile-steps: folder for the trace and op tables")
     ap.add_argument("--repeats", type=int, default=3, help="--callback-overhead: trainings per arm")
-    ap.add_argument("--arms", default="none,peftbench",
-                    help=f"--callback-overhead: comma-separated arms among {', '.join(ARMS)}")
+    ap.add_argument(
+        "--arms", default="none,peftbench", help=f"--callback-overhead: comma-separated arms among {', '.join(ARMS)}"
+    )
     args = ap.parse_args()
     if args.workload == "gsm8k" and not (args.data and args.tokenizer):
         ap.error("--workload gsm8k needs --data and --tokenizer")
@@ -271,8 +315,8 @@ def main() -> None:
         ap.error(f"--arms: choose from {', '.join(ARMS)}, including none (got {args.arms})")
     # Each round runs every arm, in reverse order every other round, so a drift within the process (clocks, allocator,
     # thermals) cancels instead of always landing on the same arm. The timer synchronizes only at the warm-up end and
-    # the last step, so an arm carries its callback's whole cost, and PeftBenchCallback's own tokens/s is kept beside the
-    # timer's, as a check of its clock.
+    # the last step, so an arm carries its callback's whole cost, and PeftBenchCallback's own tokens/s is kept beside
+    # the timer's, as a check of its clock.
     order = [arm for i in range(args.repeats) for arm in (arms if i % 2 == 0 else arms[::-1])]
     rows = []
     for arm in order:
@@ -283,7 +327,9 @@ def main() -> None:
         finally:
             restore()
         row["arm"], row["with_callback"] = arm, arm != "none"
-        row["callback_tokens_per_s"] = next((c.record()["tokens_per_s"] for c in callbacks if hasattr(c, "record")), None)
+        row["callback_tokens_per_s"] = next(
+            (c.record()["tokens_per_s"] for c in callbacks if hasattr(c, "record")), None
+        )
         row["callback_hook_s_per_step"] = sum(spent[0]) / row["steps"] if spent else 0.0
         rows.append(row)
         append(args.out, row)
@@ -294,9 +340,15 @@ def main() -> None:
     for arm in [a for a in arms if a != "none"]:
         hook = statistics.mean(r["callback_hook_s_per_step"] for r in rows if r["arm"] == arm)
         mean = statistics.mean(rates[arm])
-        print(f"CALLBACK_HOOKS {arm}: {1000 * hook:.3f} ms per step inside the callback = {100 * hook / wall:.3f}% of a step")
-        print(f"CALLBACK_OVERHEAD {arm}: tokens/s without={base:.1f} with={mean:.1f} overhead={100 * (1 - mean / base):+.2f}% "
-              f"(runs per arm: {args.repeats}; spread of the runs without: {spread:.2f}%)")
+        print(
+            f"CALLBACK_HOOKS {arm}: {1000 * hook:.3f} ms per step inside the callback = "
+            f"{100 * hook / wall:.3f}% of a step"
+        )
+        print(
+            f"CALLBACK_OVERHEAD {arm}: tokens/s without={base:.1f} with={mean:.1f} "
+            f"overhead={100 * (1 - mean / base):+.2f}% "
+            f"(runs per arm: {args.repeats}; spread of the runs without: {spread:.2f}%)"
+        )
 
 
 ARMS = ("none", "peftbench", "peftbench_no_nvml", "sync_only")

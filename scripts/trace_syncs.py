@@ -26,17 +26,32 @@ def main(paths: list[str]) -> None:
         ops = [e for e in events if e.get("cat") in ("cpu_op", "user_annotation")]
         print(f"== {path}")
         for sync in sorted((e for e in events if e["name"] in SYNCS), key=lambda e: e["ts"]):
-            around = sorted((e for e in ops if e["tid"] == sync["tid"] and e["ts"] <= sync["ts"]
-                             and e["ts"] + e["dur"] >= sync["ts"] + sync["dur"]), key=lambda e: e["dur"])  # fmt: skip
+            around = sorted(
+                (
+                    e
+                    for e in ops
+                    if e["tid"] == sync["tid"]
+                    and e["ts"] <= sync["ts"]
+                    and e["ts"] + e["dur"] >= sync["ts"] + sync["dur"]
+                ),
+                key=lambda e: e["dur"],
+            )
             inside = " < ".join(e["name"][:48] for e in around[:4]) or "(no op)"
-            print(f"  {(sync['ts'] - start) / 1e3:9.1f} ms  {sync['name']}  waited {sync['dur'] / 1e3:6.2f} ms  in {inside}")
+            print(
+                f"  {(sync['ts'] - start) / 1e3:9.1f} ms  {sync['name']}  "
+                f"waited {sync['dur'] / 1e3:6.2f} ms  in {inside}"
+            )
         threads = Counter(e["tid"] for e in events if e.get("cat") == "cuda_runtime")
         for tid, _ in threads.most_common(2):
             mine = [e for e in events if e["tid"] == tid]
-            medians = {name: statistics.median([e["dur"] for e in mine if e["name"] == name] or [0])
-                       for name in ("cudaLaunchKernel", "aten::mm", "aten::view")}  # fmt: skip
-            print(f"  thread {tid}: {len(mine)} events; median host us: "
-                  + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
+            medians = {
+                name: statistics.median([e["dur"] for e in mine if e["name"] == name] or [0])
+                for name in ("cudaLaunchKernel", "aten::mm", "aten::view")
+            }
+            print(
+                f"  thread {tid}: {len(mine)} events; median host us: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in medians.items())
+            )
 
 
 if __name__ == "__main__":

@@ -22,13 +22,12 @@ from pathlib import Path
 
 os.environ.setdefault("UNSLOTH_DISABLE_STATISTICS", "1")  # it would fetch a file from the hub on load
 transformers_first = "transformers" in sys.modules
-import unsloth  # noqa: E402,F401 - before transformers/trl/peft, as unsloth requires
-from unsloth import FastLanguageModel  # noqa: E402
-
 import torch  # noqa: E402
+import unsloth  # noqa: E402,F401 - before transformers/trl/peft, as unsloth requires
 from datasets import Dataset  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 from trl import SFTConfig, SFTTrainer  # noqa: E402
+from unsloth import FastLanguageModel  # noqa: E402
 
 LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "full": 2e-5}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -69,25 +68,47 @@ def main() -> None:
 
     t0 = time.perf_counter()
     model, tokenizer = FastLanguageModel.from_pretrained(
-        model_name=args.model, max_seq_length=args.seq_len, dtype=torch.bfloat16,
-        load_in_4bit=args.method == "qlora", full_finetuning=args.method == "full",
-    )  # fmt: skip
+        model_name=args.model,
+        max_seq_length=args.seq_len,
+        dtype=torch.bfloat16,
+        load_in_4bit=args.method == "qlora",
+        full_finetuning=args.method == "full",
+    )
     if args.method != "full":
         model = FastLanguageModel.get_peft_model(
-            model, r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, bias="none",
-            use_gradient_checkpointing="unsloth", random_state=0,
-        )  # fmt: skip
+            model,
+            r=16,
+            lora_alpha=32,
+            lora_dropout=0.0,
+            target_modules=TARGETS,
+            bias="none",
+            use_gradient_checkpointing="unsloth",
+            random_state=0,
+        )
     load_s = time.perf_counter() - t0
     vocab = model.config.vocab_size
     ids = torch.randint(3, vocab, (256, args.seq_len), generator=torch.Generator().manual_seed(0))
     dataset = Dataset.from_dict({"input_ids": ids.tolist()})
     config = SFTConfig(
-        output_dir="/tmp/unsloth_direct", max_steps=args.steps, per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1, learning_rate=LEARNING_RATES[args.method], lr_scheduler_type="constant_with_warmup",
-        warmup_steps=2, weight_decay=0.0, max_length=args.seq_len, logging_steps=1, seed=0, bf16=True,
-        gradient_checkpointing=True, gradient_checkpointing_kwargs={"use_reentrant": False}, optim="adamw_torch_fused",
-        dataloader_num_workers=2, report_to="none", save_strategy="no",
-    )  # fmt: skip
+        output_dir="/tmp/unsloth_direct",
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        gradient_accumulation_steps=1,
+        learning_rate=LEARNING_RATES[args.method],
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=2,
+        weight_decay=0.0,
+        max_length=args.seq_len,
+        logging_steps=1,
+        seed=0,
+        bf16=True,
+        gradient_checkpointing=True,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        optim="adamw_torch_fused",
+        dataloader_num_workers=2,
+        report_to="none",
+        save_strategy="no",
+    )
     timer = StepTimer()
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer, callbacks=[timer])
     trainer.train()

@@ -32,8 +32,18 @@ OLD_ID = "lora-tiny-llama-s0-00000000"
 def existing_folder(tmp_path_factory) -> Path:
     """A results folder holding one finished record and its table, as a user's earlier sweep left it."""
     folder = tmp_path_factory.mktemp("existing") / "results"
-    records.write_record(folder, {"run_id": OLD_ID, "status": "ok", "method": "lora", "model": "tiny-llama",
-                                  "score": 0.5, "tokens_per_s": 123.0, "config": {"train": {"max_steps": 3}}})
+    records.write_record(
+        folder,
+        {
+            "run_id": OLD_ID,
+            "status": "ok",
+            "method": "lora",
+            "model": "tiny-llama",
+            "score": 0.5,
+            "tokens_per_s": 123.0,
+            "config": {"train": {"max_steps": 3}},
+        },
+    )
     return folder
 
 
@@ -315,8 +325,11 @@ CASES = [
     ("unbalanced open brace", ["data.mapping.prompt='Sentence: {sentence'"], ("data.mapping.prompt", "brace")),
     ("unbalanced close brace", ["data.mapping.completion=' {topic}}'"], ("data.mapping.completion", "brace")),
     ("positional template field", ["data.mapping.prompt='Sentence: {}'"], "data.mapping.prompt"),
-    ("literal backslash-n from the shell", [r"data.mapping.prompt='Sentence: {sentence}\nTopic:'"],
-     ("data.mapping.prompt", "$'")),
+    (
+        "literal backslash-n from the shell",
+        [r"data.mapping.prompt='Sentence: {sentence}\nTopic:'"],
+        ("data.mapping.prompt", "$'"),
+    ),
     ("template not a string", ["data.mapping.prompt=5"], "data.mapping.prompt"),
     ("chat not a bool", ["data.chat=maybe"], "data.chat"),
     # what max_length does to the data
@@ -332,8 +345,11 @@ CASES = [
     ("unknown optimizer", ["+train.optim=adamw_foo"], "train.optim"),
     ("fractional logging_steps above 1", ["train.logging_steps=1.5"], "train.logging_steps"),
     ("prefetch factor without workers", ["+train.dataloader_prefetch_factor=2"], "train.dataloader_prefetch_factor"),
-    ("checkpointing kwargs not a mapping", ["+train.gradient_checkpointing_kwargs=5"],
-     "train.gradient_checkpointing_kwargs"),
+    (
+        "checkpointing kwargs not a mapping",
+        ["+train.gradient_checkpointing_kwargs=5"],
+        "train.gradient_checkpointing_kwargs",
+    ),
     ("unknown truncation mode", ["+train.truncation_mode=middle"], "train.truncation_mode"),
     ("throughput warm-up covers every step", ["run.warmup_steps=3"], "run.warmup_steps"),
     ("compile with no warm-up step", ["profile=fast", "run.warmup_steps=0"], ("run.warmup_steps", "compile")),
@@ -341,8 +357,11 @@ CASES = [
     ("unknown compile mode", ["profile=fast", "profile.compile=whole"], "profile.compile"),
     ("warm-up covers every step of an epoch run", _warmup_past_epoch_steps, "run.warmup_steps"),
     ("lr warm-up longer than training", ["train.warmup_steps=5"], "train.warmup_steps"),
-    ("several errors listed at once", ["train.gradient_checkpointing=maybe", "method.r=0"],
-     ("train.gradient_checkpointing", "method.r")),
+    (
+        "several errors listed at once",
+        ["train.gradient_checkpointing=maybe", "method.r=0"],
+        ("train.gradient_checkpointing", "method.r"),
+    ),
     # ranges
     ("max_steps zero", ["train.max_steps=0"], "train.max_steps"),
     ("max_steps not a number", ["train.max_steps=abc"], "train.max_steps"),
@@ -388,8 +407,9 @@ def test_bad_input_names_the_field(existing_folder, loads, monkeypatch, capsys, 
         import importlib.util
 
         real = importlib.util.find_spec
-        monkeypatch.setattr(importlib.util, "find_spec",
-                            lambda n, *a: None if n.startswith("hydra_plugins.") else real(n, *a))  # fmt: skip
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda n, *a: None if n.startswith("hydra_plugins.") else real(n, *a)
+        )
     before = snapshot(results)
     folder = [] if any(o.startswith("run.results_dir=") for o in overrides) else [f"run.results_dir={results}"]
     args = ["-m", *TINY_CLI, *folder, f"hydra.sweep.dir={tmp_path / 'sweep'}", *overrides]
@@ -426,8 +446,11 @@ def test_over_long_rows_are_counted_as_sft_trainer_treats_them(tiny_cfg, tmp_pat
 
     from peftbench import data, models, validation
 
-    rows = [GOOD] * 5 + [{"question": "word " * 10, "answer": "forty " * 20}] * 3 + [{"question": "word " * 40,
-                                                                                   "answer": "4"}] * 2  # fmt: skip
+    rows = (
+        [GOOD] * 5
+        + [{"question": "word " * 10, "answer": "forty " * 20}] * 3
+        + [{"question": "word " * 40, "answer": "4"}] * 2
+    )
     path = _jsonl(tmp_path, rows)
     cfg = tiny_cfg("data=gsm8k_local", f"data.path={path}", "train.max_length=32", "data.max_train_samples=null")
     validation.validate(cfg)
@@ -451,10 +474,18 @@ def test_over_long_rows_are_counted_as_sft_trainer_treats_them(tiny_cfg, tmp_pat
 def test_drop_policy_removes_every_over_long_row(tiny_cfg, tmp_path):
     from peftbench import validation
 
-    rows = [GOOD] * 5 + [{"question": "word " * 10, "answer": "forty " * 20}] * 3 + [{"question": "word " * 40,
-                                                                                   "answer": "4"}] * 2  # fmt: skip
-    cfg = tiny_cfg("data=gsm8k_local", f"data.path={_jsonl(tmp_path, rows)}", "train.max_length=32",
-                   "data.max_train_samples=null", "data.max_length_policy=drop")  # fmt: skip
+    rows = (
+        [GOOD] * 5
+        + [{"question": "word " * 10, "answer": "forty " * 20}] * 3
+        + [{"question": "word " * 40, "answer": "4"}] * 2
+    )
+    cfg = tiny_cfg(
+        "data=gsm8k_local",
+        f"data.path={_jsonl(tmp_path, rows)}",
+        "train.max_length=32",
+        "data.max_train_samples=null",
+        "data.max_length_policy=drop",
+    )
     args = sft_config(Point.resolve(cfg), tmp_path / "out")
     train, fields = validation.data_plan(cfg.data, cfg.model, args)
     assert len(train) == 5 and fields["train_examples_used"] == 5
@@ -479,8 +510,9 @@ def test_own_data_path_alone_resets_the_shipped_eval_file(tiny_cfg, tmp_path):
     spec, note = data.eval_file_spec(tiny_cfg("data=gsm8k_local", f"data.path={mine}").data)
     assert spec is None and "data.eval_file: reset to null" in note
     mine_test = _jsonl(tmp_path, [GOOD] * 2, "mine_test.jsonl")
-    spec, note = data.eval_file_spec(tiny_cfg("data=gsm8k_local", f"data.path={mine}",
-                                              f"data.eval_file={mine_test}").data)  # fmt: skip
+    spec, note = data.eval_file_spec(
+        tiny_cfg("data=gsm8k_local", f"data.path={mine}", f"data.eval_file={mine_test}").data
+    )
     assert spec == str(mine_test) and note is None
     assert data.eval_file_spec(tiny_cfg().data) == ("pkg://peftbench/tasks/topics_test.jsonl", None)
 
@@ -493,8 +525,9 @@ def test_data_yaml_outside_the_repo_through_the_search_path(tmp_path):
 
     (tmp_path / "conf" / "data").mkdir(parents=True)
     (tmp_path / "conf" / "data" / "mine.yaml").write_text(
-        "name: mine\npath: mine.jsonl\nmapping:\n  prompt: \"Q: {q}\\nA:\"\n  completion: \" {a}\"\nchat: false\n"
-        "max_train_samples: null\nmax_eval_samples: null\nmax_length_policy: warn\n")  # fmt: skip
+        'name: mine\npath: mine.jsonl\nmapping:\n  prompt: "Q: {q}\\nA:"\n  completion: " {a}"\nchat: false\n'
+        "max_train_samples: null\nmax_eval_samples: null\nmax_length_policy: warn\n"
+    )
     with initialize_config_dir(config_dir=str(recipes_dir()), version_base="1.3"):
         cfg = compose("config", overrides=[f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "data=mine"])
     assert cfg.data.name == "mine" and cfg.data.mapping.prompt == "Q: {q}\nA:"
@@ -537,16 +570,25 @@ def test_default_results_folder_is_ignored_by_git():
 def _cli(tmp_path, *args):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     flags = [a for a in args if a.startswith("-")]
-    cmd = [sys.executable, "-m", "peftbench", *flags, *TINY_CLI, f"hydra.run.dir={tmp_path / 'run'}",
-           f"hydra.sweep.dir={tmp_path / 'sweep'}", *[a for a in args if not a.startswith("-")]]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "peftbench",
+        *flags,
+        *TINY_CLI,
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        *[a for a in args if not a.startswith("-")],
+    ]
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_sweep_refused_before_any_model_loads(tmp_path):
     """A multirun with a bad option in some points is refused as a whole (exit 2), every bad point listed."""
     results = tmp_path / "results"
-    done = _cli(tmp_path, "-m", f"run.results_dir={results}", "method=lora,ia3", "method.lora_dropout=1.5",
-                "train.max_steps=0")  # fmt: skip
+    done = _cli(
+        tmp_path, "-m", f"run.results_dir={results}", "method=lora,ia3", "method.lora_dropout=1.5", "train.max_steps=0"
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert "refusing the sweep" in done.stderr
     assert done.stderr.count("train.max_steps: got 0") == 1  # ia3 fails composing (no lora_dropout key) first
@@ -575,9 +617,16 @@ def test_cli_launcher_plugin_missing_names_the_extra(tmp_path):
     shim.mkdir()
     (shim / "sitecustomize.py").write_text(
         "import importlib.util as u\nreal = u.find_spec\n"
-        "u.find_spec = lambda n, *a: None if n.startswith('hydra_plugins.hydra_joblib') else real(n, *a)\n")
+        "u.find_spec = lambda n, *a: None if n.startswith('hydra_plugins.hydra_joblib') else real(n, *a)\n"
+    )
     env = {**os.environ, "PYTHONPATH": f"{shim}:{REPO}"}
-    done = subprocess.run([sys.executable, "-m", "peftbench", "-m", "hydra/launcher=local_gpus", *TINY_CLI],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "peftbench", "-m", "hydra/launcher=local_gpus", *TINY_CLI],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2, done.stderr[-2000:]
     assert 'pip install "peftbench[sweep]"' in done.stderr and "hydra-joblib-launcher" in done.stderr

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -38,17 +36,31 @@ HEAD_DIM = HIDDEN // HEADS
 
 
 def tiny_config(tokenizer) -> LlamaConfig:
-    return LlamaConfig(hidden_size=HIDDEN, intermediate_size=INTER, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
-                       num_key_value_heads=KV_HEADS, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
-                       max_position_embeddings=512)  # fmt: skip
+    return LlamaConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=INTER,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        max_position_embeddings=512,
+    )
 
 
 def lora_trainable(r: int, modules: list[str]) -> int:
     """LoRA's formula: r * (in + out) per adapted linear, per layer."""
-    shapes = {"q_proj": (HIDDEN, HEADS * HEAD_DIM), "k_proj": (HIDDEN, KV_HEADS * HEAD_DIM),
-              "v_proj": (HIDDEN, KV_HEADS * HEAD_DIM), "o_proj": (HEADS * HEAD_DIM, HIDDEN),
-              "gate_proj": (HIDDEN, INTER), "up_proj": (HIDDEN, INTER), "down_proj": (INTER, HIDDEN)}  # fmt: skip
+    shapes = {
+        "q_proj": (HIDDEN, HEADS * HEAD_DIM),
+        "k_proj": (HIDDEN, KV_HEADS * HEAD_DIM),
+        "v_proj": (HIDDEN, KV_HEADS * HEAD_DIM),
+        "o_proj": (HEADS * HEAD_DIM, HIDDEN),
+        "gate_proj": (HIDDEN, INTER),
+        "up_proj": (HIDDEN, INTER),
+        "down_proj": (INTER, HIDDEN),
+    }
     return LAYERS * sum(r * sum(shapes[m]) for m in modules)
 
 
@@ -111,9 +123,20 @@ def plain_trainer_job(tmp_path, tokenizer, callback_args: dict, **overrides):
     model = AutoModelForCausalLM.from_config(tiny_config(tokenizer))
     model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
     collator = CountingCollator(tokenizer=tokenizer, mlm=False)
-    settings = dict(output_dir=str(tmp_path / "out"), per_device_train_batch_size=3, gradient_accumulation_steps=2,
-                    max_steps=4, logging_steps=1, eval_strategy="steps", eval_steps=2, save_steps=2,
-                    report_to="none", use_cpu=True, include_num_input_tokens_seen="all", remove_unused_columns=False)  # fmt: skip
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=3,
+        gradient_accumulation_steps=2,
+        max_steps=4,
+        logging_steps=1,
+        eval_strategy="steps",
+        eval_steps=2,
+        save_steps=2,
+        report_to="none",
+        use_cpu=True,
+        include_num_input_tokens_seen="all",
+        remove_unused_columns=False,
+    )
     settings.update(overrides)
     args = TrainingArguments(**settings)
     trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=eval_rows, data_collator=collator)
@@ -140,8 +163,9 @@ def test_add_callback_after_construction_in_a_plain_trainer(tmp_path, tokenizer)
     assert record["samples"] == sum(collator.train_rows) == 24
     assert record["steps"] == 4 and len(record["loss_curve"]) == 4
     assert record["train_loss"] == pytest.approx(output.training_loss, rel=1e-6)
-    assert record["trainable_params"] == lora_trainable(4, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                              "up_proj", "down_proj"])  # fmt: skip
+    assert record["trainable_params"] == lora_trainable(
+        4, ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     # the adapter's size is what the job's own save_pretrained writes (the weights file; the config apart)
     model.save_pretrained(tmp_path / "mine")
     assert record["adapter_bytes"] == (tmp_path / "mine" / "adapter_model.safetensors").stat().st_size
@@ -165,9 +189,15 @@ def test_figures_reach_the_trainers_logs_and_tensorboard(tmp_path, tokenizer):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    trainer, *_ = plain_trainer_job(tmp_path, tokenizer, {"results_dir": tmp_path / "results"},
-                                    report_to=["tensorboard"], eval_strategy="no",
-                                    save_strategy="no", max_steps=2)  # fmt: skip
+    trainer, *_ = plain_trainer_job(
+        tmp_path,
+        tokenizer,
+        {"results_dir": tmp_path / "results"},
+        report_to=["tensorboard"],
+        eval_strategy="no",
+        save_strategy="no",
+        max_steps=2,
+    )
     trainer.train()
     events = [p for p in (tmp_path / "out").rglob("events.out.tfevents.*")]  # <output_dir>/runs/...
     assert events, "TensorBoard wrote no event file"
@@ -196,8 +226,13 @@ def test_no_arguments_and_no_overwrite(tmp_path, tokenizer):
 
 
 def test_a_failing_run_gets_a_record_and_the_exception_goes_on(tmp_path, tokenizer):
-    trainer, model, *_ = plain_trainer_job(tmp_path, tokenizer, {"results_dir": tmp_path / "results", "run_id": "x"},
-                                           eval_strategy="no", save_strategy="no")  # fmt: skip
+    trainer, model, *_ = plain_trainer_job(
+        tmp_path,
+        tokenizer,
+        {"results_dir": tmp_path / "results", "run_id": "x"},
+        eval_strategy="no",
+        save_strategy="no",
+    )
     raised = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
     calls = []
 
@@ -220,8 +255,9 @@ def test_report_of_callback_records(tmp_path, tokenizer):
     from peftbench.report import write_report
 
     results = tmp_path / "results"
-    trainer, *_ = plain_trainer_job(tmp_path, tokenizer, {"results_dir": results}, eval_strategy="no",
-                                    save_strategy="no", max_steps=2)  # fmt: skip
+    trainer, *_ = plain_trainer_job(
+        tmp_path, tokenizer, {"results_dir": results}, eval_strategy="no", save_strategy="no", max_steps=2
+    )
     trainer.train()
     paths = write_report(results)
     text = paths["md"].read_text()
@@ -263,17 +299,60 @@ def test_trl_sft_script_unchanged_under_peftbench_measure(sft_job, tmp_path, met
 
     root, expected_tokens = sft_job
     out, results = tmp_path / "out", tmp_path / "results"
-    script = [sys.executable, trl.scripts.sft.__file__, "--model_name_or_path", str(root / "model"),
-              "--dataset_name", str(root / "data"), "--dataset_test_split", "test", "--output_dir", str(out),
-              "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "2", "--num_train_epochs", "1",
-              "--max_length", str(MAX_LENGTH), "--eval_strategy", "steps", "--eval_steps", "2", "--save_steps", "2",
-              "--logging_steps", "1", "--bf16", "false", "--report_to", "none", "--learning_rate", "1e-3"]  # fmt: skip
+    script = [
+        sys.executable,
+        trl.scripts.sft.__file__,
+        "--model_name_or_path",
+        str(root / "model"),
+        "--dataset_name",
+        str(root / "data"),
+        "--dataset_test_split",
+        "test",
+        "--output_dir",
+        str(out),
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "2",
+        "--num_train_epochs",
+        "1",
+        "--max_length",
+        str(MAX_LENGTH),
+        "--eval_strategy",
+        "steps",
+        "--eval_steps",
+        "2",
+        "--save_steps",
+        "2",
+        "--logging_steps",
+        "1",
+        "--bf16",
+        "false",
+        "--report_to",
+        "none",
+        "--learning_rate",
+        "1e-3",
+    ]
     if method == "lora":
         script += ["--use_peft", "--lora_r", "8"]
-    cmd = [sys.executable, "-c", RUN_AND_MEASURE, sys.executable, "-m", "peftbench.measure",
-           "--results-dir", str(results), "--"] + script  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        RUN_AND_MEASURE,
+        sys.executable,
+        "-m",
+        "peftbench.measure",
+        "--results-dir",
+        str(results),
+        "--",
+    ] + script
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     found = list(results.glob("*/record.json"))

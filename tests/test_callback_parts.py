@@ -59,16 +59,26 @@ def test_run_folders_are_claimed_never_reused(tmp_path):
 def tiny_model():
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=64)  # fmt: skip
+    config = LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=64,
+    )
     return AutoModelForCausalLM.from_config(config)
 
 
 @pytest.mark.parametrize(
     "options, expected",
-    [({}, "lora"), ({"use_dora": True}, "dora"), ({"use_rslora": True}, "rslora"),
-     ({"init_lora_weights": "pissa"}, "pissa")],
-)  # fmt: skip
+    [
+        ({}, "lora"),
+        ({"use_dora": True}, "dora"),
+        ({"use_rslora": True}, "rslora"),
+        ({"init_lora_weights": "pissa"}, "pissa"),
+    ],
+)
 def test_method_is_read_off_a_peft_model(options, expected):
     from peft import LoraConfig, get_peft_model
 
@@ -105,13 +115,22 @@ def test_dataset_fingerprint_of_a_datasets_dataset_is_its_content():
 
     def build(last: int):
         offset = object()  # a closure datasets cannot hash: its own fingerprint is then random
-        return Dataset.from_list([{"x": i} for i in range(4)] + [{"x": last}]).map(lambda r: {"y": r["x"] + 1 + 0 * id(offset)})
+        return Dataset.from_list([{"x": i} for i in range(4)] + [{"x": last}]).map(
+            lambda r: {"y": r["x"] + 1 + 0 * id(offset)}
+        )
 
     a, b, c = build(9), build(9), build(8)
-    assert identity.dataset_fingerprint(a)["dataset_fingerprint"] == identity.dataset_fingerprint(b)["dataset_fingerprint"]
-    assert identity.dataset_fingerprint(a)["dataset_fingerprint"] != identity.dataset_fingerprint(c)["dataset_fingerprint"]
+    assert (
+        identity.dataset_fingerprint(a)["dataset_fingerprint"] == identity.dataset_fingerprint(b)["dataset_fingerprint"]
+    )
+    assert (
+        identity.dataset_fingerprint(a)["dataset_fingerprint"] != identity.dataset_fingerprint(c)["dataset_fingerprint"]
+    )
     shuffled = a.shuffle(seed=0)  # an indices mapping over the same table: other rows in another order
-    assert identity.dataset_fingerprint(shuffled)["dataset_fingerprint"] != identity.dataset_fingerprint(a)["dataset_fingerprint"]
+    assert (
+        identity.dataset_fingerprint(shuffled)["dataset_fingerprint"]
+        != identity.dataset_fingerprint(a)["dataset_fingerprint"]
+    )
 
 
 def test_trainable_tensor_bytes_count_each_dtype_by_hand():
@@ -127,8 +146,11 @@ def test_saved_weights_bytes_lists_weight_files_only(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x" * 5)
     (tmp_path / "adapter_config.json").write_text("{}")
     (tmp_path / "optimizer.pt").write_bytes(b"x" * 1000)
-    assert metrics.saved_weights_bytes(tmp_path) == {"adapter_model.safetensors": 100,
-                                                     "model-00001-of-00002.safetensors": 7, "pytorch_model.bin": 5}
+    assert metrics.saved_weights_bytes(tmp_path) == {
+        "adapter_model.safetensors": 100,
+        "model-00001-of-00002.safetensors": 7,
+        "pytorch_model.bin": 5,
+    }
     assert metrics.saved_weights_bytes(tmp_path / "missing") == {}
 
 
@@ -166,6 +188,7 @@ def test_batch_counts_of_multimodal_rope_positions_read_the_first_axis():
     # (3, batch 1, seq 6) positions, as Qwen2-VL's RoPE gives them, of two packed sequences (4 and 2 tokens)
     row = torch.tensor([[0, 1, 2, 3, 0, 1]])
     positions = torch.stack([row, row * 0 + 5, row * 0 + 5])  # the other two axes would count no sequence start
-    tokens, rows, source = metrics.batch_counts({"input_ids": torch.ones(1, 6, dtype=torch.long),
-                                                 "position_ids": positions})  # fmt: skip
+    tokens, rows, source = metrics.batch_counts(
+        {"input_ids": torch.ones(1, 6, dtype=torch.long), "position_ids": positions}
+    )
     assert (int(tokens), int(rows), source) == (6, 2, "position_ids")

@@ -41,8 +41,11 @@ CASES = [
     ("run.skip_predicted_oom", [True, False], ["yes", 1]),
     ("profile.trl_step_metrics", [True, False], ["false", 0]),
     ("profile.compile", ["regional", "off", False], ["fast", True, 1]),
-    ("profile.checkpointing", ["auto", "off", False, "every_2", "every_12", "all", "all_offload"],
-     ["every_1", "every_x", "none", True, 3]),
+    (
+        "profile.checkpointing",
+        ["auto", "off", False, "every_2", "every_12", "all", "all_offload"],
+        ["every_1", "every_x", "none", True, 3],
+    ),
     ("profile.compile_dynamic", [True, False], ["yes", 1]),
     ("profile.compile_backend", ["inductor", "aot_eager"], ["", 3]),
     ("data.max_length_policy", ["error", "warn", "drop"], ["truncate", "Error", True]),
@@ -124,10 +127,17 @@ def test_results_dir_records_must_be_readable(tmp_path):
     (tmp_path / "binary").mkdir()
     (tmp_path / "binary" / "record.json").write_bytes(b"\xff\xfe\x00")
     errors = checks.results_dir_errors(tmp_path)
-    assert [e.split("`")[1] for e in errors] == [str(tmp_path / d / records.RECORD) for d in ("binary", "newer", "torn")]
-    assert all(e.startswith("run.results_dir: `") and "Move that folder away, or use another run.results_dir" in e
-               for e in errors)  # fmt: skip
-    assert f"({tmp_path / 'newer' / records.RECORD}: record schema version 99 was written by a newer peftbench" in errors[1]
+    assert [e.split("`")[1] for e in errors] == [
+        str(tmp_path / d / records.RECORD) for d in ("binary", "newer", "torn")
+    ]
+    assert all(
+        e.startswith("run.results_dir: `") and "Move that folder away, or use another run.results_dir" in e
+        for e in errors
+    )
+    assert (
+        f"({tmp_path / 'newer' / records.RECORD}: record schema version 99 was written by a newer peftbench"
+        in errors[1]
+    )
 
 
 def model_cfg(folder, init="pretrained", safetensors=True):
@@ -139,7 +149,9 @@ def test_model_folder_with_only_pickles_is_refused(tmp_path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"x")
     (tmp_path / "extra.pt").write_bytes(b"x")
     (error,) = checks.pickle_errors(model_cfg(tmp_path))
-    assert error.startswith(f"model.use_safetensors: `{tmp_path}` holds only pickle weights (extra.pt, pytorch_model.bin)")
+    assert error.startswith(
+        f"model.use_safetensors: `{tmp_path}` holds only pickle weights (extra.pt, pytorch_model.bin)"
+    )
     assert "set model.use_safetensors=false if you trust its source" in error
     assert error in checks.model_errors(model_cfg(tmp_path))
     assert checks.pickle_errors(model_cfg(tmp_path, safetensors=False)) == []
@@ -183,16 +195,17 @@ def test_accepts_by_type_hint():
     assert accepts(dict[str, int], {}) and accepts(dict, {"a": 1}) and not accepts(dict, [("a", 1)])
     assert accepts(typing.Literal["x", "y"], "y") and not accepts(typing.Literal["x", "y"], "z")
     assert accepts(type(None), None) and not accepts(type(None), 0)
-    assert accepts(typing.Optional[int], None) and accepts(typing.Optional[int], 2) and not accepts(int | None, "2")
-    assert accepts(typing.Union[bool, str], "s") and not accepts(bool | str, 1.5)
+    # the old spellings on purpose: the checks must read typing.Optional/Union as SFTConfig declares them
+    assert accepts(typing.Optional[int], None) and accepts(typing.Optional[int], 2) and not accepts(int | None, "2")  # noqa: UP045
+    assert accepts(typing.Union[bool, str], "s") and not accepts(bool | str, 1.5)  # noqa: UP007
 
 
 def test_describe_names_the_types_in_words():
     import typing
 
     assert checks._describe(bool) == "true or false"
-    assert checks._describe(typing.Optional[int]) == "an integer (or null)"
-    assert checks._describe(typing.Union[int, float]) == "an integer or a number"
+    assert checks._describe(typing.Optional[int]) == "an integer (or null)"  # noqa: UP045 - the spelling under test
+    assert checks._describe(typing.Union[int, float]) == "an integer or a number"  # noqa: UP007 - likewise
     assert checks._describe(str | None) == "a string (or null)"
     assert checks._describe(dict[str, int]) == "a string or an integer"  # a parametrized hint: its arguments
     assert checks._describe(list) == "a list" and checks._describe(dict) == "a mapping"
@@ -201,8 +214,15 @@ def test_describe_names_the_types_in_words():
 def test_train_type_errors_against_sftconfig():
     from trl import SFTConfig
 
-    train = {"max_steps": "abc", "gradient_checkpointing": "maybe", "learning_rate": 1e-4, "seed": None,
-             "fsdp": True, "not_a_field": object(), "logging_steps": 1}  # fmt: skip
+    train = {
+        "max_steps": "abc",
+        "gradient_checkpointing": "maybe",
+        "learning_rate": 1e-4,
+        "seed": None,
+        "fsdp": True,
+        "not_a_field": object(),
+        "logging_steps": 1,
+    }
     errors = checks.train_type_errors(train, SFTConfig)
     assert [e.split(":")[0] for e in errors] == ["train.max_steps", "train.gradient_checkpointing"]
     assert errors[0] == "train.max_steps: got 'abc'; SFTConfig expects an integer. Set it with train.max_steps=..."
@@ -213,8 +233,10 @@ def test_train_type_errors_against_sftconfig():
 def test_library_error_names_the_field_it_is_about():
     train = {"logging_steps": 0, "lr_scheduler_type": "cosin", "seed": 1}
     named = checks.library_error(ValueError("--logging_steps must be positive "), train)
-    assert named == ("train.logging_steps: SFTConfig refused the train group: --logging_steps must be positive Fix it "
-                     "on the command line, e.g. `train.logging_steps=...`.")  # fmt: skip
+    assert named == (
+        "train.logging_steps: SFTConfig refused the train group: --logging_steps must be positive Fix it "
+        "on the command line, e.g. `train.logging_steps=...`."
+    )
     quoted = checks.library_error(ValueError("'cosin' is not a valid SchedulerType"), train, what="TrainingArguments")
     assert quoted.startswith("train.lr_scheduler_type: TrainingArguments refused the train group: 'cosin' is not")
     assert checks.library_error(ValueError("seeds must be odd"), {"seed": 1}).startswith("train: SFTConfig refused")
@@ -230,15 +252,19 @@ def test_folder_errors_empty_and_config_less_model_folders(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (error,) = checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(empty), tokenizer=None))
-    assert error == (f"model.name_or_path: `{empty}` is an empty folder. Point it at a folder with config.json and "
-                     f"*.safetensors (e.g. one written by save_pretrained), or at a hub id.")  # fmt: skip
+    assert error == (
+        f"model.name_or_path: `{empty}` is an empty folder. Point it at a folder with config.json and "
+        f"*.safetensors (e.g. one written by save_pretrained), or at a hub id."
+    )
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "model.safetensors").write_text("x")
     (weights / "tokenizer.json").write_text("{}")
     (error,) = checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(weights)))
-    assert error == (f"model.name_or_path: `{weights}` has no config.json (2 other entries). Point it at the folder "
-                     f"save_pretrained wrote, which holds config.json.")  # fmt: skip
+    assert error == (
+        f"model.name_or_path: `{weights}` has no config.json (2 other entries). Point it at the folder "
+        f"save_pretrained wrote, which holds config.json."
+    )
     (weights / "config.json").write_text("{}")
     assert checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(weights))) == []
     # random init reads the architecture from model.config (a folder too), not from name_or_path
@@ -254,9 +280,11 @@ def test_folder_errors_tokenizer_folder_without_a_tokenizer(tmp_path):
     (model / "config.json").write_text("{}")
     (model / "model.safetensors").write_text("x")
     (error,) = checks.folder_errors(folder_cfg(init="pretrained", name_or_path=str(model)))
-    assert error == (f"model.name_or_path: `{model}` holds no tokenizer (tokenizer.json, tokenizer_config.json, ...). "
-                     f"Save one there with tokenizer.save_pretrained(...), or set model.tokenizer to a folder or hub "
-                     f"id that has one.")  # fmt: skip
+    assert error == (
+        f"model.name_or_path: `{model}` holds no tokenizer (tokenizer.json, tokenizer_config.json, ...). "
+        f"Save one there with tokenizer.save_pretrained(...), or set model.tokenizer to a folder or hub "
+        f"id that has one."
+    )
     for name in checks.TOKENIZER_FILES:
         tok = tmp_path / f"tok-{name}"
         tok.mkdir()

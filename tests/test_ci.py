@@ -23,8 +23,9 @@ def readme_tests_command() -> str:
 
 
 def run_ci(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([shutil.which("bash") or "/bin/bash", str(CI_RUN), *args], capture_output=True, text=True,
-                          env=env, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(CI_RUN), *args], capture_output=True, text=True, env=env, timeout=60
+    )
 
 
 def test_ci_runs_exactly_the_readme_test_command():

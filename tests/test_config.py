@@ -76,7 +76,9 @@ def test_recipes_resolve_from_an_installed_wheel(tmp_path):
     import zipfile
 
     repo = Path(__file__).resolve().parents[1]
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(repo)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(repo)], check=True
+    )
     wheel = next(tmp_path.glob("peftbench-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"peftbench/recipes/{p.relative_to(repo / 'recipes')}" for p in (repo / "recipes").rglob("*.yaml")}
@@ -84,12 +86,23 @@ def test_recipes_resolve_from_an_installed_wheel(tmp_path):
     assert "peftbench/tasks/topics_test.jsonl" in names and "peftbench/model_configs/llama2_7b.json" in names
 
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)],
-                   check=True)
-    out = subprocess.run([sys.executable, "-m", "peftbench", "--cfg", "job", "+recipe=qlora_7b", "train.max_steps=7"],
-                         cwd=tmp_path, env={**__import__("os").environ, "PYTHONPATH": str(site)},
-                         capture_output=True, text=True, check=True).stdout
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "peftbench", "--cfg", "job", "+recipe=qlora_7b", "train.max_steps=7"],
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "name: qlora" in out and "max_steps: 7" in out
-    where = subprocess.run([sys.executable, "-c", "import peftbench.paths as p; print(p.recipes_dir())"], cwd=tmp_path,
-                           env={**__import__("os").environ, "PYTHONPATH": str(site)}, capture_output=True, text=True)
+    where = subprocess.run(
+        [sys.executable, "-c", "import peftbench.paths as p; print(p.recipes_dir())"],
+        cwd=tmp_path,
+        env={**__import__("os").environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+    )
     assert where.stdout.strip().startswith(str(site))

@@ -78,7 +78,9 @@ def test_unsloth_refuses_methods_it_has_no_path_for(tiny_cfg, method):
 
 def test_unsloth_runs_lora_family_and_full_but_not_with_the_fast_profile(tiny_cfg):
     unsloth = engines.REGISTRY["unsloth"]
-    assert all(engines.runs_method(unsloth, m) for m in ("lora", "qlora", "dora", "rslora", "pissa", "loraplus", "full"))
+    assert all(
+        engines.runs_method(unsloth, m) for m in ("lora", "qlora", "dora", "rslora", "pissa", "loraplus", "full")
+    )
     reason = engines.unavailable_reason(tiny_cfg("engine=unsloth", "method=lora", "profile=fast"), "lora")
     assert "profile=fast" in reason and "profile=default" in reason
 
@@ -89,9 +91,11 @@ def test_version_conflicts_read_the_engine_metadata(tmp_path, monkeypatch):
 
     info = tmp_path / "fake_engine-1.0.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-engine\nVersion: 1.0\n"
-                                   "Requires-Dist: transformers<=4.0.0\nRequires-Dist: trl>=0.1\n"
-                                   "Requires-Dist: datasets<1.0; extra == \"x\"\n")  # fmt: skip
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: fake-engine\nVersion: 1.0\n"
+        "Requires-Dist: transformers<=4.0.0\nRequires-Dist: trl>=0.1\n"
+        'Requires-Dist: datasets<1.0; extra == "x"\n'
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     conflicts = engines.version_conflicts("fake-engine")
     assert conflicts == [f"fake-engine 1.0 requires transformers<=4.0.0, installed {transformers.__version__}"]
@@ -106,9 +110,23 @@ def test_exit_code_for_skipped_points():
 @needs_no_gpu
 def test_sweep_with_an_unrunnable_point_writes_a_skipped_row_and_exits_3(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "peftbench", "-m", "model=tiny_llama", "train=tiny", "sweep=none", "eval=none",
-               "data.max_train_samples=16", "data.max_eval_samples=4", "train.max_steps=1", "method=lora,ia3",
-               "engine=peft,unsloth", f"run.results_dir={tmp_path / 'r'}", f"hydra.sweep.dir={tmp_path / 'h'}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "peftbench",
+        "-m",
+        "model=tiny_llama",
+        "train=tiny",
+        "sweep=none",
+        "eval=none",
+        "data.max_train_samples=16",
+        "data.max_eval_samples=4",
+        "train.max_steps=1",
+        "method=lora,ia3",
+        "engine=peft,unsloth",
+        f"run.results_dir={tmp_path / 'r'}",
+        f"hydra.sweep.dir={tmp_path / 'h'}",
+    ]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 3, done.stderr[-3000:]
     table = records.read_table(tmp_path / "r").set_index(["method", "engine"])

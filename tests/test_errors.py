@@ -41,11 +41,14 @@ def test_bitfit_error_says_why_and_what_to_use(tiny_cfg, no_model_loads):
     assert "zero parameters" in error and "method=ia3" in error and "method.add_biases=true" in error
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["method=lorra", "sweep=none"], "lorra"),
-    (["+recipe=qlora7b"], "qlora7b"),
-    (["train.max_stepz=3", "sweep=none"], "max_stepz"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["method=lorra", "sweep=none"], "lorra"),
+        (["+recipe=qlora7b"], "qlora7b"),
+        (["train.max_stepz=3", "sweep=none"], "max_stepz"),
+    ],
+)
 def test_cli_typos_fail_with_hydra_naming_the_key(args, needle):
     """Unknown method or recipe names and recipe key typos stop at composition, before anything runs."""
     out = subprocess.run([sys.executable, "-m", "peftbench", *args], capture_output=True, text=True)

@@ -186,9 +186,14 @@ def test_random_init_points_skip_evaluation_by_default(tiny_cfg):
 @needs_gsm8k
 def test_forgetting_check_scores_a_second_task_before_and_after(tiny_cfg):
     cfg = tiny_cfg(
-        "method=lora", "train.max_steps=1", "eval.limit=2", "eval.max_gen_toks=4", "eval.forgetting_tasks=[gsm8k_local]",
-        f"eval.data_dir={SHARED_DATA}", *TINY_EVAL,
-    )  # fmt: skip
+        "method=lora",
+        "train.max_steps=1",
+        "eval.limit=2",
+        "eval.max_gen_toks=4",
+        "eval.forgetting_tasks=[gsm8k_local]",
+        f"eval.data_dir={SHARED_DATA}",
+        *TINY_EVAL,
+    )
     record = run_point(cfg)
     assert record["status"] == "ok", record.get("error")
     assert record["eval_samples"] == {"topics": 2, "gsm8k_local": 2}

@@ -17,8 +17,17 @@ from peftbench import records
 from peftbench.runner import run_point
 
 REPO = Path(__file__).resolve().parents[1]
-SWEEP = ["-m", "model=tiny_llama", "train=tiny", "train.max_steps=1", "eval=none", "run.report=false",
-         "data.max_train_samples=2", "data.max_eval_samples=2", "method=lora,ia3"]  # fmt: skip
+SWEEP = [
+    "-m",
+    "model=tiny_llama",
+    "train=tiny",
+    "train.max_steps=1",
+    "eval=none",
+    "run.report=false",
+    "data.max_train_samples=2",
+    "data.max_eval_samples=2",
+    "method=lora,ia3",
+]
 
 
 def cli(tmp_path: Path, results: Path, fault: str | None, *extra: str) -> subprocess.CompletedProcess:
@@ -26,8 +35,14 @@ def cli(tmp_path: Path, results: Path, fault: str | None, *extra: str) -> subpro
     env.pop(records.FAULT_ENV, None)
     if fault:
         env[records.FAULT_ENV] = fault
-    return subprocess.run([sys.executable, "-m", "peftbench", *SWEEP, f"run.results_dir={results}", *extra],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "peftbench", *SWEEP, f"run.results_dir={results}", *extra],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def temps(results: Path) -> list[str]:
@@ -114,8 +129,7 @@ def test_kill_at_each_phase_then_resume_cleans_and_completes(tmp_path):
     assert sorted(records.read_table(results)["run_id"]) == [d.name for d in dirs]
 
 
-def test_points_recorded_oom_or_invalid_run_again_and_a_failed_forced_rerun_is_recorded(tiny_cfg, monkeypatch,
-                                                                                        caplog):  # fmt: skip
+def test_points_recorded_oom_or_invalid_run_again_and_a_failed_forced_rerun_is_recorded(tiny_cfg, monkeypatch, caplog):
     """(`failed`, run.force=true and a missing adapter: tests/test_reliability.py.)"""
     from peftbench import runner
 
@@ -160,7 +174,13 @@ def test_malformed_command_line_exits_2(tmp_path):
     """README, exit codes: 2 when the command line is malformed (an unknown flag, an override Hydra cannot parse)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for args in (["--no-such-flag"], ["-m", "method=lora,", "model=tiny_llama"]):
-        done = subprocess.run([sys.executable, "-m", "peftbench", *args], cwd=tmp_path, env=env, capture_output=True,
-                              text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "peftbench", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2, (args, done.stderr[-2000:])
     assert not (tmp_path / "outputs").exists()

@@ -42,7 +42,9 @@ def test_tokenizer_and_config_never_dequantize(cache):
     assert not list(folders[0].glob("*.safetensors")) and (folders[0] / "config.json").exists()
     start = time.perf_counter()
     assert models.load_tokenizer(cfg)("The answer is 42")["input_ids"] == tokenizer("The answer is 42")["input_ids"]
-    assert time.perf_counter() - start < 15  # read from the cached folder, not parsed from the GGUF file's metadata again
+    assert (
+        time.perf_counter() - start < 15
+    )  # read from the cached folder, not parsed from the GGUF file's metadata again
 
 
 LOCKER = textwrap.dedent("""
@@ -65,10 +67,13 @@ def test_conversion_lock_serializes_and_clears_stale_temps(cache):
     other = target.parent / "fedcba9876543210.4242.tmp"  # another file's conversion: not this lock's to remove
     other.mkdir()
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    first = subprocess.Popen([sys.executable, "-c", LOCKER, str(target), "2"], stdout=subprocess.PIPE, text=True, env=env)
+    first = subprocess.Popen(
+        [sys.executable, "-c", LOCKER, str(target), "2"], stdout=subprocess.PIPE, text=True, env=env
+    )
     time.sleep(1.0)
-    second = subprocess.run([sys.executable, "-c", LOCKER, str(target), "0"], capture_output=True, text=True, env=env,
-                            timeout=60)  # fmt: skip
+    second = subprocess.run(
+        [sys.executable, "-c", LOCKER, str(target), "0"], capture_output=True, text=True, env=env, timeout=60
+    )
     out_first = first.communicate(timeout=60)[0]
     t_out_first = float(out_first.split("out ")[1])
     t_in_second = float(second.stdout.split("in ")[1].split()[0])
@@ -81,9 +86,13 @@ def test_killed_conversion_leaves_no_temp_for_the_next(cache):
     take it removes the half-written temp folder before converting."""
     target = cache / "gguf" / "00000000feedbeef"
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    script = LOCKER.replace('print("in", time.time(), flush=True)',
-                            'tmp = target.with_name(target.name + ".77.tmp"); tmp.mkdir(); print("in", flush=True)')  # fmt: skip
-    victim = subprocess.Popen([sys.executable, "-c", script, str(target), "60"], stdout=subprocess.PIPE, text=True, env=env)
+    script = LOCKER.replace(
+        'print("in", time.time(), flush=True)',
+        'tmp = target.with_name(target.name + ".77.tmp"); tmp.mkdir(); print("in", flush=True)',
+    )
+    victim = subprocess.Popen(
+        [sys.executable, "-c", script, str(target), "60"], stdout=subprocess.PIPE, text=True, env=env
+    )
     assert victim.stdout.readline().strip() == "in"
     assert (target.parent / f"{target.name}.77.tmp").is_dir()
     victim.kill()

@@ -83,7 +83,9 @@ def test_memory_model_counts_bytes_per_parameter():
 
 def test_fast_profile_without_liger_is_a_clear_error_before_loading(tiny_cfg, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "liger_kernel" else real(name, *a)
+    )
     record = run_point(tiny_cfg("profile=fast", "profile.compile=off"))  # compiled layers run without Liger
     assert record["status"] == "invalid"
     assert "peftbench[liger]" in record["error"] and "time_load_s" not in record
@@ -107,9 +109,18 @@ def test_fast_profile_turns_checkpointing_off_only_when_the_prediction_fits(tiny
 
 # Workload A (`+recipe=family_7b_synthetic`: train=gpu, its gradient checkpointing, bf16, the default profile's lean
 # step, fixed-length synthetic rows) on the tiny model: only sizes shrink, and `use_cpu` lets bf16 run on a CPU.
-WORKLOAD_A_ON_CPU = ["+recipe=family_7b_synthetic", "model=tiny_llama", "sweep=none", "data.seq_len=32",
-                     "data.num_samples=8", "train.max_steps=3", "run.warmup_steps=1", "train.dataloader_num_workers=0", "+train.use_cpu=true",
-                     "eval=none"]  # fmt: skip
+WORKLOAD_A_ON_CPU = [
+    "+recipe=family_7b_synthetic",
+    "model=tiny_llama",
+    "sweep=none",
+    "data.seq_len=32",
+    "data.num_samples=8",
+    "train.max_steps=3",
+    "run.warmup_steps=1",
+    "train.dataloader_num_workers=0",
+    "+train.use_cpu=true",
+    "eval=none",
+]
 # The methods whose registry facts change the runner's path (a tuner that copies the forward TRL patches, a KV prefix
 # that checkpointed layers drop); both failed on the H200 in run 20 and passed the plain-PEFT test of test_methods.py.
 PATH_FACT_METHODS = sorted(n for n, m in REGISTRY.items() if m.copies_forward or m.no_checkpointing)
@@ -122,8 +133,12 @@ def test_methods_with_path_facts_train_at_workload_a_settings(tmp_path, name):
     from tests.conftest import compose_recipe
     from tests.test_methods import TINY_OPTIONS
 
-    options = [f"+method.{k}={v}" if k not in OmegaConf.to_container(compose_recipe(f"method={name}").method)
-               else f"method.{k}={v}" for k, v in TINY_OPTIONS.get(name, {}).items()]  # fmt: skip
+    options = [
+        f"+method.{k}={v}"
+        if k not in OmegaConf.to_container(compose_recipe(f"method={name}").method)
+        else f"method.{k}={v}"
+        for k, v in TINY_OPTIONS.get(name, {}).items()
+    ]
     cfg = compose_recipe(*WORKLOAD_A_ON_CPU, f"method={name}", *options, f"run.results_dir={tmp_path}")
     assert cfg.train.gradient_checkpointing is True and cfg.train.bf16 is True and cfg.profile.name == "default"
     record = run_point(cfg)

@@ -17,12 +17,27 @@ PACKAGE = Path(__file__).resolve().parents[1] / "peftbench"
 LAYERS = [
     ("entry points", {"__main__", "sweep", "worker", "measure", "plan", "__init__"}),  # __init__: the lazy façade
     ("orchestration", {"runner", "console"}),
-    ("building blocks", {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots", "point",
-                         "validation"}),
+    (
+        "building blocks",
+        {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots", "point", "validation"},
+    ),
     ("measurement", {"callback", "profiling", "trainer", "identity", "quantize", "regional"}),
-    ("ground floor", {"methods", "memory", "planner", "calibration", "metrics", "step_clock", "distributed", "records",
-                      "errors", "paths"}),
-]  # fmt: skip
+    (
+        "ground floor",
+        {
+            "methods",
+            "memory",
+            "planner",
+            "calibration",
+            "metrics",
+            "step_clock",
+            "distributed",
+            "records",
+            "errors",
+            "paths",
+        },
+    ),
+]
 REPORT = {"report", "report_data", "report_html", "report_plots", "report_merge", "folklore"}  # reads records only
 REPORT_MAY_USE = {"records", "errors", "paths"} | REPORT
 
@@ -96,7 +111,7 @@ def test_no_import_cycles():
         state[node] = "open"
         for dep in sorted(edges[node]):
             if state.get(dep) == "open":
-                cycles.append(stack[stack.index(dep):] + [dep])
+                cycles.append(stack[stack.index(dep) :] + [dep])
             elif dep not in state:
                 visit(dep, stack + [dep])
         state[node] = "done"
@@ -110,8 +125,10 @@ def test_no_import_cycles():
 def test_the_checker_sees_imports_inside_functions(tmp_path):
     """The test would fail on a forbidden import hidden in a function: checked on a file made here."""
     source = tmp_path / "x.py"
-    source.write_text("def f():\n    from peftbench.runner import run_point\n    import peftbench.sweep\n"
-                      "from peftbench import records\nfrom .report import write_report\n")  # fmt: skip
+    source.write_text(
+        "def f():\n    from peftbench.runner import run_point\n    import peftbench.sweep\n"
+        "from peftbench import records\nfrom .report import write_report\n"
+    )
     assert imports_of(source) == {"runner", "sweep", "records", "report"}
 
 
@@ -121,8 +138,22 @@ def test_the_ground_floor_imports_nothing_of_peftbench(name):
 
 
 # -- registries carry facts: the modules that dispatch on a method or an engine never compare its name --------------
-DISPATCHERS = ["runner", "validation", "point", "profiles", "memory", "planner", "plan", "callback", "sweep", "checks",
-               "evaluate", "data", "models", "trainer"]
+DISPATCHERS = [
+    "runner",
+    "validation",
+    "point",
+    "profiles",
+    "memory",
+    "planner",
+    "plan",
+    "callback",
+    "sweep",
+    "checks",
+    "evaluate",
+    "data",
+    "models",
+    "trainer",
+]
 
 
 def name_comparisons(path: Path, names: set[str]) -> list[str]:
@@ -151,10 +182,15 @@ def names_a_name(node: ast.AST) -> bool:
 
 def test_the_name_check_sees_comparisons_of_names(tmp_path):
     source = tmp_path / "x.py"
-    source.write_text('if engines.name(cfg) == "unsloth": pass\nif method_cfg["name"] in ("lora", "dora"): pass\n'
-                      'if method.activations == "lora": pass\n')  # fmt: skip
+    source.write_text(
+        'if engines.name(cfg) == "unsloth": pass\nif method_cfg["name"] in ("lora", "dora"): pass\n'
+        'if method.activations == "lora": pass\n'
+    )
     assert name_comparisons(source, {"unsloth", "lora", "dora"}) == [
-        "x.py:1 compares with 'unsloth'", "x.py:2 compares with 'lora'", "x.py:2 compares with 'dora'"]
+        "x.py:1 compares with 'unsloth'",
+        "x.py:2 compares with 'lora'",
+        "x.py:2 compares with 'dora'",
+    ]
 
 
 def test_dispatch_reads_registry_facts_not_names():

@@ -14,15 +14,21 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from peftbench import memory, methods, metrics, models, profiles
-from peftbench.point import Point
+from peftbench import memory, methods, metrics, models
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "measured_peaks.csv"
 RESULTS = REPO / "results"
 # The measured points used each method's shipped hyperparameters; these are the ones the memory model reads.
-METHOD_OPTIONS = {"lora": {"r": 16}, "qlora": {"r": 16}, "dora": {"r": 16}, "ia3": {},
-                  "prompt_tuning": {"num_virtual_tokens": 16}, "bitfit": {"add_biases": True}, "full": {}}  # fmt: skip
+METHOD_OPTIONS = {
+    "lora": {"r": 16},
+    "qlora": {"r": 16},
+    "dora": {"r": 16},
+    "ia3": {},
+    "prompt_tuning": {"num_virtual_tokens": 16},
+    "bitfit": {"add_biases": True},
+    "full": {},
+}
 
 
 def measured_rows() -> list[dict]:
@@ -39,9 +45,12 @@ def measured_rows() -> list[dict]:
 
 
 ROWS = measured_rows()
-ROW_IDS = [f"{r['source'].split('/')[0]}-{r['method']}-{r['model_config']}-s{r['seq_len']}xb{r['micro_batch']}-"
-           f"{r['plan']}{'-liger' if r['fused_kernels'] else ''}"
-           f"{'-bf16ad' if r['bf16_adapters'] else ''}{'-compiled' if r['compiled'] else ''}" for r in ROWS]  # fmt: skip
+ROW_IDS = [
+    f"{r['source'].split('/')[0]}-{r['method']}-{r['model_config']}-s{r['seq_len']}xb{r['micro_batch']}-"
+    f"{r['plan']}{'-liger' if r['fused_kernels'] else ''}"
+    f"{'-bf16ad' if r['bf16_adapters'] else ''}{'-compiled' if r['compiled'] else ''}"
+    for r in ROWS
+]
 
 
 def arch(name: str):
@@ -58,9 +67,17 @@ def measured_method_cfg(row: dict) -> dict:
 
 @pytest.mark.parametrize("row", ROWS, ids=ROW_IDS)
 def test_predicted_peak_is_within_the_stated_tolerance_of_the_measured_gpu_peak(row):
-    predicted = methods.predict_memory(measured_method_cfg(row), arch(row["model_config"]), row["seq_len"],
-                                       row["micro_batch"], row["plan"] != "off", row["fused_kernels"],
-                                       row["bf16_adapters"], plan=row["plan"], compiled=row["compiled"])  # fmt: skip
+    predicted = methods.predict_memory(
+        measured_method_cfg(row),
+        arch(row["model_config"]),
+        row["seq_len"],
+        row["micro_batch"],
+        row["plan"] != "off",
+        row["fused_kernels"],
+        row["bf16_adapters"],
+        plan=row["plan"],
+        compiled=row["compiled"],
+    )
     error_pct = 100 * (predicted["predicted_peak_gib"] - row["measured_peak_gib"]) / row["measured_peak_gib"]
     assert row["low_pct"] <= error_pct <= row["high_pct"], (
         f"predicted {predicted['predicted_peak_gib']:.3f} GiB vs measured {row['measured_peak_gib']:.3f} GiB "
@@ -76,7 +93,9 @@ def test_fixture_rows_are_the_committed_measurements_they_name():
     assert {r["source"].split("/")[0] for r in ROWS} == {"h100", "h200"}
     for row in ROWS:
         record = json.loads((RESULTS / row["source"]).read_text())
-        assert record["gpu_name"] == {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}[row["source"].split("/")[0]]
+        assert (
+            record["gpu_name"] == {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}[row["source"].split("/")[0]]
+        )
         cfg, choices = record["config"], record.get("profile_choices") or {}
         assert record["status"] == "ok" and record["method"] == row["method"], row["source"]
         assert record["gpu_allocated_gib_peak"] == pytest.approx(row["measured_peak_gib"], abs=1e-6)
@@ -91,7 +110,7 @@ def test_fixture_rows_are_the_committed_measurements_they_name():
             assert record["method_config"][key] == value, (row["source"], key)
 
 
-# -- hand arithmetic on Llama-2-7B: h=4096, i=11008, 32 layers, vocab 32000, untied head --------------------------------
+# -- hand arithmetic on Llama-2-7B: h=4096, i=11008, 32 layers, vocab 32000, untied head ----------------------------
 LLAMA2_7B_LINEAR = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)  # = 6_476_005_376 (q, k, v, o; gate, up, down)
 LLAMA2_7B_OTHER = 2 * 32000 * 4096 + (2 * 32 + 1) * 4096  # embeddings + lm_head, 65 RMSNorms = 262_410_240
 
@@ -154,7 +173,7 @@ LORA_7B_INPUT = 4096 * 4096 * 2  # one layer's bf16 input: 33_554_432
         # inputs in pinned host memory (32 of them: exactly 1 GiB); on the GPU one recompute and one input in flight
         ("all_offload", LORA_7B_LAYER + LORA_7B_INPUT, 32 * LORA_7B_INPUT),
     ],
-)  # fmt: skip
+)
 def test_checkpointing_plans_on_llama2_7b_by_hand(plan, activations, host):
     config, gib = arch("llama2_7b"), 1024**3
     pred = methods.predict_memory(method_cfg_of("lora"), config, 2048, 2, gradient_checkpointing=False, plan=plan)
@@ -181,10 +200,14 @@ def test_checkpointed_layers_are_the_ones_transformers_every_n_layers_sets():
 
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    model = AutoModelForCausalLM.from_config(LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=7,
-                                                         num_attention_heads=2, vocab_size=64))  # fmt: skip
-    if "every_n_layers" not in inspect.signature(model.gradient_checkpointing_enable).parameters and \
-            "every_n_layers" not in inspect.signature(getattr(model, "activation_checkpointing_enable", print)).parameters:
+    model = AutoModelForCausalLM.from_config(
+        LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=7, num_attention_heads=2, vocab_size=64)
+    )
+    if (
+        "every_n_layers" not in inspect.signature(model.gradient_checkpointing_enable).parameters
+        and "every_n_layers"
+        not in inspect.signature(getattr(model, "activation_checkpointing_enable", print)).parameters
+    ):
         pytest.skip("this transformers has no every_n_layers")
     for n in (2, 3, 4):
         model.activation_checkpointing_enable(every_n_layers=n)
@@ -231,7 +254,7 @@ def test_steady_state_rate_without_steps_or_elapsed_time():
 # tied embeddings. Per layer the block linears (in, out) are q (64,64) k (64,32) v (64,32) o (64,64) gate (64,128)
 # up (64,128) down (128,64).
 LINEARS = [(64, 64), (64, 32), (64, 32), (64, 64), (64, 128), (64, 128), (128, 64)]
-LAYERS, H, KV, I, VOCAB = 2, 64, 32, 128, 49152
+LAYERS, H, KV, I, VOCAB = 2, 64, 32, 128, 49152  # noqa: E741 - I: the MLP width, as the formulas write it
 LORA = LAYERS * sum(16 * (i + o) for i, o in LINEARS)  # 16 * (128+96+96+128+192+192+192) * 2 = 32_768
 HAND_TRAINABLE = {
     "lora": LORA,
@@ -306,11 +329,19 @@ def test_shape_of_the_tiny_llama_by_hand():
 def test_shape_of_reads_head_dim_and_kv_heads_where_given_and_derives_them_where_not():
     from transformers import GPTNeoXConfig, LlamaConfig
 
-    wide_heads = LlamaConfig(hidden_size=64, num_attention_heads=4, head_dim=32, num_key_value_heads=2,
-                             intermediate_size=128, num_hidden_layers=1, vocab_size=100)  # fmt: skip
+    wide_heads = LlamaConfig(
+        hidden_size=64,
+        num_attention_heads=4,
+        head_dim=32,
+        num_key_value_heads=2,
+        intermediate_size=128,
+        num_hidden_layers=1,
+        vocab_size=100,
+    )
     assert memory.shape_of(wide_heads).kv_hidden == 2 * 32  # the config's head_dim, not 64 // 4
-    neox = GPTNeoXConfig(hidden_size=64, num_attention_heads=4, intermediate_size=128, num_hidden_layers=1,
-                         vocab_size=100)  # no head_dim, no num_key_value_heads: 4 heads of 64 // 4  # fmt: skip
+    neox = GPTNeoXConfig(
+        hidden_size=64, num_attention_heads=4, intermediate_size=128, num_hidden_layers=1, vocab_size=100
+    )  # no head_dim, no num_key_value_heads: 4 heads of 64 // 4
     kv = memory.shape_of(neox).kv_hidden
     assert kv == 64 and type(kv) is int
 
@@ -332,9 +363,11 @@ def test_predicted_trainable_follows_the_options():
         *[(n, 2 * (6 * 64 + 128)) for n in ("lora", "rslora", "pissa", "loraplus", "vera")],  # 1_024 (VeRA: unmodelled)
         ("dora", 2 * (6 * 64 + 128) + 4 * (5 * 64 + 2 * 128)),  # + fp32 rescaled outputs: 3_328
         ("ia3", 2 * (2 * 32 + 128)),  # scaled k, v and down_proj's input: 384
-        ("prompt_tuning", 0), ("bitfit", 0), ("prefix_tuning", 0),
+        ("prompt_tuning", 0),
+        ("bitfit", 0),
+        ("prefix_tuning", 0),
     ],
-)  # fmt: skip
+)
 def test_extra_saved_activations_per_method_by_hand(name, saved):
     pattern = methods.get_method(name).activations
     if pattern is None:  # not modelled (no measured activation pattern): the record says so, peak is None
@@ -375,4 +408,5 @@ def test_bitfit_full_and_prompt_tuning_states_and_tokens_on_llama2_7b_by_hand():
     fused = methods.predict_memory(method_cfg_of("full"), config, 2048, 2, False, fused_kernels=True)
     # Liger's kernels: 16 bytes a hidden unit and 2 an MLP unit, plus full's saved linear inputs 2 x (3h + i)
     assert fused["predicted_activations_gib"] * gib == pytest.approx(
-        32 * 4096 * (16 * 4096 + 2 * 11008 + 2 * (3 * 4096 + 11008)))
+        32 * 4096 * (16 * 4096 + 2 * 11008 + 2 * (3 * 4096 + 11008))
+    )

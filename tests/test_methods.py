@@ -75,7 +75,9 @@ def test_every_registered_method_trains_what_the_registry_predicts(tiny, name):
     cfg = method_cfg(name)
     method = methods.get_method(name)
     if method.needs_cuda and not torch.cuda.is_available():
-        with pytest.raises(methods.MethodError, match=r"CUDA (GPU|device) \(torch.cuda.is_available\(\) is False here\)"):
+        with pytest.raises(
+            methods.MethodError, match=r"CUDA (GPU|device) \(torch.cuda.is_available\(\) is False here\)"
+        ):
             methods.validate(cfg, config)
         return
     methods.validate(cfg, config)
@@ -138,7 +140,8 @@ def cfg_for(cfg, name: str):
 
 def test_the_memory_model_says_not_modelled_and_the_fast_profile_keeps_checkpointing(tiny, tiny_cfg, monkeypatch):
     """Every method the memory model does not cover keeps checkpointing under profile=fast, however much memory there
-    is, except a method that cannot train with it (`no_checkpointing`): off in both profiles, and the record says why."""
+    is, except a method that cannot train with it (`no_checkpointing`): off in both profiles, and the record says
+    why."""
     cfg = tiny_cfg("profile=fast", "train.gradient_checkpointing=true")
     default = tiny_cfg("train.gradient_checkpointing=true")
     config, _ = tiny
@@ -303,7 +306,11 @@ def test_trainable_parameters_match_an_independent_count(tiny_cfg):
 
     record = run_point(tiny_cfg("method=lora", "method.r=4", "train.max_steps=1"))
     c = json.loads((SHIPPED_CONFIGS / "tiny_llama.json").read_text())
-    h, i, kv = c["hidden_size"], c["intermediate_size"], c["num_key_value_heads"] * c["hidden_size"] // c["num_attention_heads"]
+    h, i, kv = (
+        c["hidden_size"],
+        c["intermediate_size"],
+        c["num_key_value_heads"] * c["hidden_size"] // c["num_attention_heads"],
+    )
     per_layer = 4 * ((h + h) + (h + kv) + (h + kv) + (h + h) + (h + i) + (h + i) + (i + h))
     assert record["trainable_params"] == per_layer * c["num_hidden_layers"]
 
@@ -336,5 +343,8 @@ def test_sweep_peft_all_is_the_whole_registry_and_the_default_keeps_the_seven():
     points = [o.split("=", 1)[1] for job in jobs for o in job if o.startswith("method=")]
     assert len(points) == len(jobs) and sorted(points) == sorted(REGISTRY)  # every method once, one a point
     assert every.method_overrides.bitfit.add_biases is True
-    assert default.hydra.sweeper.params.method.split(",") == FAMILY == [
-        "lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
+    assert (
+        default.hydra.sweeper.params.method.split(",")
+        == FAMILY
+        == ["lora", "qlora", "dora", "ia3", "prompt_tuning", "bitfit", "full"]
+    )

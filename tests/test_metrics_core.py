@@ -22,27 +22,43 @@ def test_percentile_interpolates_like_numpy():
 
 
 def test_summarize_peak_mean_p99():
-    assert metrics.summarize([1.0, 3.0, 2.0], "gpu") == {"gpu_peak": 3.0, "gpu_mean": 2.0, "gpu_p99": pytest.approx(2.98)}
+    assert metrics.summarize([1.0, 3.0, 2.0], "gpu") == {
+        "gpu_peak": 3.0,
+        "gpu_mean": 2.0,
+        "gpu_p99": pytest.approx(2.98),
+    }
     assert metrics.summarize([], "rss") == {"rss_peak": None, "rss_mean": None, "rss_p99": None}
 
 
 @pytest.mark.parametrize(
     "name,flops",
     [
-        ("NVIDIA H200", 989.4e12), ("NVIDIA H100 80GB HBM3", 989.4e12), ("NVIDIA H100 NVL", 835e12),
-        ("NVIDIA H100 PCIe", 756e12), ("NVIDIA A100-SXM4-80GB", 312e12), ("NVIDIA L40S", 362e12),
-        ("NVIDIA L4", 121e12), ("NVIDIA A10G", 70e12), ("NVIDIA GeForce RTX 4090", 165e12),
-        ("NVIDIA T4", None), (None, None), ("", None),
+        ("NVIDIA H200", 989.4e12),
+        ("NVIDIA H100 80GB HBM3", 989.4e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA A100-SXM4-80GB", 312e12),
+        ("NVIDIA L40S", 362e12),
+        ("NVIDIA L4", 121e12),
+        ("NVIDIA A10G", 70e12),
+        ("NVIDIA GeForce RTX 4090", 165e12),
+        ("NVIDIA T4", None),
+        (None, None),
+        ("", None),
     ],
-)  # fmt: skip
+)
 def test_peak_flops_by_gpu_name(name, flops):
     assert metrics.peak_flops(name) == flops
 
 
 def test_model_flops_utilisation_by_hand():
     # 6 x 6.5e9 params x 3000 tok/s = 1.17e14 FLOP/s, over one H100's 989.4e12
-    assert metrics.model_flops_utilisation(6_500_000_000, 3000.0, "NVIDIA H100 80GB HBM3") == pytest.approx(0.118253, 1e-5)
-    assert metrics.model_flops_utilisation(6_500_000_000, 6000.0, "NVIDIA H200", devices=2) == pytest.approx(0.118253, 1e-5)
+    assert metrics.model_flops_utilisation(6_500_000_000, 3000.0, "NVIDIA H100 80GB HBM3") == pytest.approx(
+        0.118253, 1e-5
+    )
+    assert metrics.model_flops_utilisation(6_500_000_000, 6000.0, "NVIDIA H200", devices=2) == pytest.approx(
+        0.118253, 1e-5
+    )
     assert metrics.model_flops_utilisation(10, 1.0, "NVIDIA H200", devices=0) == pytest.approx(60 / 989.4e12)
     assert metrics.model_flops_utilisation(10, None, "NVIDIA H200") is None
     assert metrics.model_flops_utilisation(10, 0.0, "NVIDIA H200") is None
@@ -61,12 +77,24 @@ def test_stepwise_max_over_ranks():
 
 
 def test_rank_peaks():
-    series = {"rank": 1, "device": "cuda:1", "allocated": [1.0, 3.0], "reserved": [2.0, 4.0], "requested": [0.5, 2.5],
-              "nvml": [5.0], "rss": [0.1, 0.2]}  # fmt: skip
+    series = {
+        "rank": 1,
+        "device": "cuda:1",
+        "allocated": [1.0, 3.0],
+        "reserved": [2.0, 4.0],
+        "requested": [0.5, 2.5],
+        "nvml": [5.0],
+        "rss": [0.1, 0.2],
+    }
     assert metrics.rank_peaks(series) == {
-        "rank": 1, "device": "cuda:1", "gpu_allocated_gib_peak": 3.0, "gpu_reserved_gib_peak": 4.0,
-        "gpu_requested_gib_peak": 2.5, "gpu_nvml_used_gib_peak": 5.0, "rss_gib_peak": 0.2,
-    }  # fmt: skip
+        "rank": 1,
+        "device": "cuda:1",
+        "gpu_allocated_gib_peak": 3.0,
+        "gpu_reserved_gib_peak": 4.0,
+        "gpu_requested_gib_peak": 2.5,
+        "gpu_nvml_used_gib_peak": 5.0,
+        "rss_gib_peak": 0.2,
+    }
     empty = metrics.rank_peaks({"rank": 0, "device": "cpu", "allocated": [], "reserved": [], "nvml": [], "rss": []})
     assert set(empty.values()) == {0, "cpu", None}
 
@@ -95,8 +123,15 @@ def test_count_parameters_plain_and_peft():
 def test_non_embedding_parameters():
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=100, tie_word_embeddings=False)  # fmt: skip
+    config = LlamaConfig(
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=100,
+        tie_word_embeddings=False,
+    )
     model = LlamaForCausalLM(config)
     # q 16x16, k 16x8, v 16x8, o 16x16, gate/up/down 3 x 16x32, two norms and the final norm 3 x 16, and the untied
     # lm_head 100 x 16 (transformers' exclude_embeddings leaves out nn.Embedding modules only)
@@ -146,8 +181,11 @@ def test_environment_and_versions_on_this_machine(monkeypatch):
 
 def test_gpu_readings_with_a_fake_cuda(monkeypatch):
     gib = 1024**3
-    stats = {"allocated_bytes": {"all": {"peak": 3 * gib}}, "reserved_bytes": {"all": {"peak": 4 * gib}},
-             "requested_bytes": {"all": {"peak": 2 * gib}}}  # fmt: skip
+    stats = {
+        "allocated_bytes": {"all": {"peak": 3 * gib}},
+        "reserved_bytes": {"all": {"peak": 4 * gib}},
+        "requested_bytes": {"all": {"peak": 2 * gib}},
+    }
     monkeypatch.setattr(torch.cuda.memory, "memory_stats_as_nested_dict", lambda: stats)
     assert metrics.cuda_memory_gib() == (3.0, 4.0, 2.0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -171,7 +209,9 @@ def test_nvml_reading_with_a_fake_pynvml(monkeypatch):
 
     gib = 1024**3
     asked = []
-    fake = types.SimpleNamespace(nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=3 * gib if h == "h3" else 0))
+    fake = types.SimpleNamespace(
+        nvmlDeviceGetMemoryInfo=lambda h: types.SimpleNamespace(used=3 * gib if h == "h3" else 0)
+    )
     monkeypatch.setitem(sys.modules, "pynvml", fake)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
     monkeypatch.setattr(metrics, "nvml_handle", lambda index: asked.append(index) or f"h{index}")
@@ -192,6 +232,14 @@ def test_versions_record_torchs_cuda_and_the_gpu_count(monkeypatch):
 
 
 def test_rank_peaks_take_the_kernels_rss_mark_over_the_step_samples():
-    series = {"rank": 1, "device": "cpu", "allocated": [], "reserved": [], "nvml": [], "rss": [0.5, 0.6], "rss_peak": 0.75}
+    series = {
+        "rank": 1,
+        "device": "cpu",
+        "allocated": [],
+        "reserved": [],
+        "nvml": [],
+        "rss": [0.5, 0.6],
+        "rss_peak": 0.75,
+    }
     assert metrics.rank_peaks(series)["rss_gib_peak"] == 0.75  # what the record's headline reads, rank by rank
     assert metrics.rank_peaks({**series, "rss_peak": None})["rss_gib_peak"] == 0.6

@@ -53,7 +53,9 @@ def test_measured_gpu_sizes_are_the_committed_ones():
     """H200: torch's total_memory as every H200 record holds it; H100: nvidia-smi's total in the run logs."""
     totals = {json.loads(p.read_text()).get("gpu_total_gib") for p in (RESULTS / "h200").rglob("record.json")}
     assert planner.gpu("H200").memory_gib == max(t for t in totals if t)
-    smi = {int(m) for p in (RESULTS / "h100").glob("run*/logs/env.log") for m in re.findall(r"/\s+(\d+)MiB", p.read_text())}
+    smi = {
+        int(m) for p in (RESULTS / "h100").glob("run*/logs/env.log") for m in re.findall(r"/\s+(\d+)MiB", p.read_text())
+    }
     assert smi == {81559} and H100.memory_gib == 81559 / 1024
 
 
@@ -65,7 +67,11 @@ def test_every_calibration_entry_is_the_committed_record_it_names():
         cfg, choices = record["config"], record.get("profile_choices") or {}
         assert record["status"] == "ok" and planner.find_gpu(record["gpu_name"]).name == rate.gpu, rate.source
         assert (record["engine"], record["method"], cfg["model"]["config"], cfg["data"]["name"]) == (
-            rate.engine, rate.method, rate.model, rate.data)
+            rate.engine,
+            rate.method,
+            rate.model,
+            rate.data,
+        )
         assert (cfg["data"]["seq_len"], cfg["train"]["per_device_train_batch_size"]) == (rate.seq_len, rate.micro_batch)
         checkpointing = choices.get("gradient_checkpointing", cfg["train"]["gradient_checkpointing"])
         plan = choices.get("checkpointing_plan", "all" if checkpointing else "off")
@@ -93,12 +99,23 @@ def test_fastest_first_reorders_only_the_measured_plans():
     assert planner.fastest_first(plans, {}) == list(plans)
     assert planner.fastest_first(plans, {"all": 9.0}) == list(plans)  # one measured plan orders nothing
     # every_2 measured faster than off: they swap; the unmeasured keep their places
-    assert planner.fastest_first(plans, {"off": 10.0, "every_2": 12.0}) == ["every_2", "every_4", "off", "all", "all_offload"]
+    assert planner.fastest_first(plans, {"off": 10.0, "every_2": 12.0}) == [
+        "every_2",
+        "every_4",
+        "off",
+        "all",
+        "all_offload",
+    ]
     assert planner.fastest_first(plans, {"all_offload": 3.0, "all": 2.0, "off": 1.0}) == [
-        "all_offload", "every_4", "every_2", "all", "off"]
+        "all_offload",
+        "every_4",
+        "every_2",
+        "all",
+        "off",
+    ]
 
 
-# -- choices on the tiny Llama, by hand: h=64, i=128, 2 layers, 128 tokens (seq 64 x mb 2), LoRA r16 fp32 ---------------
+# -- choices on the tiny Llama, by hand: h=64, i=128, 2 layers, 128 tokens (seq 64 x mb 2), LoRA r16 fp32 ------------
 TINY_REST = 2 * (73_728 + 3_146_048) + 32_768 * 16  # bf16 weights (test_memory_model's counts) + fp32 LoRA states
 TINY_LAYER = 128 * (34 * 64 + 8 * 128 + 2 * (6 * 64 + 128))  # 540_672: one layer's full activations
 TINY_INPUT = 128 * 64 * 2  # 16_384
@@ -109,8 +126,15 @@ TINY_PEAK = {  # x 1.05 allocator slack
     "all": 1.05 * (TINY_REST + 2 * TINY_INPUT + TINY_LAYER),
     "all_offload": 1.05 * (TINY_REST + TINY_INPUT + TINY_LAYER),  # one recompute, one input in flight
 }
-TINY = ["model=tiny_llama", "train=tiny", "sweep=none", "profile=fast", "profile.compile=off",
-        "profile.use_liger_kernel=false", "profile.bf16_lora_adapters=false"]  # eager layers: ACT_H, ACT_I  # fmt: skip
+TINY = [
+    "model=tiny_llama",
+    "train=tiny",
+    "sweep=none",
+    "profile=fast",
+    "profile.compile=off",
+    "profile.use_liger_kernel=false",
+    "profile.bf16_lora_adapters=false",
+]  # eager layers: ACT_H, ACT_I
 
 
 def test_tiny_plan_peaks_by_hand():
@@ -126,7 +150,7 @@ def test_tiny_plan_peaks_by_hand():
         (TINY_PEAK["all"], "every_4", True),
         (TINY_PEAK["every_4"] - 1, "every_4", False),  # nothing fits: the smallest peak (ties: the faster plan)
     ],
-)  # fmt: skip
+)
 def test_tiny_choice_against_the_budget(budget_bytes, plan, fits):
     choice = plan_of(*TINY, f"+profile.memory_budget_gib={budget_bytes / GIB!r}", total=None)
     assert (choice.plan, choice.fits, choice.how) == (plan, fits, "auto")
@@ -201,9 +225,13 @@ def test_llama3_8b_lora_on_24gb_and_a_fixed_plan_that_does_not_fit():
 
 @pytest.mark.parametrize(
     "override,field",
-    [("profile.checkpointing=every_1", "profile.checkpointing"), ("profile.memory_budget_gib=-3", "profile.memory_budget_gib"),
-     ("profile.memory_fraction=1.5", "profile.memory_fraction"), ("profile.enforce_budget=maybe", "profile.enforce_budget")],
-)  # fmt: skip
+    [
+        ("profile.checkpointing=every_1", "profile.checkpointing"),
+        ("profile.memory_budget_gib=-3", "profile.memory_budget_gib"),
+        ("profile.memory_fraction=1.5", "profile.memory_fraction"),
+        ("profile.enforce_budget=maybe", "profile.enforce_budget"),
+    ],
+)
 def test_bad_plan_options_are_refused_naming_the_field(override, field):
     cfg = compose_recipe(*TINY, override, "run.results_dir=unused")
     with pytest.raises(profiles.InputError, match=re.escape(field)):
@@ -224,7 +252,10 @@ def test_plan_prints_each_plan_the_choice_and_the_measured_rate(capsys):
     code, out, _ = run_plan(capsys, "+recipe=family_7b_synthetic", "method=lora,qlora", "--gpu", "H200")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("peftbench: plan for H200 (139.80 GiB") and "llama2_7b, seq 2048 x micro-batch 2" in lines[0]
+    assert (
+        lines[0].startswith("peftbench: plan for H200 (139.80 GiB")
+        and "llama2_7b, seq 2048 x micro-batch 2" in lines[0]
+    )
     assert lines[1].split() == ["point", *memory.PLANS, "budget", "chosen", "fits", "tokens/s"]
     rows = {ln.split()[0]: ln for ln in lines[2:]}
     for method, rate in (("lora", "7,434"), ("qlora", "7,559")):  # run 19's measured rates (calibration, records)
@@ -252,7 +283,7 @@ def test_plan_says_when_nothing_fits_and_exits_1(capsys):
         (["profile=fast", "profile.checkpointing=every_1", "--gpu", "H200"], "profile.checkpointing: `every_1`"),
         ([], "--gpu: no GPU here to plan for"),  # this machine has no GPU
     ],
-)  # fmt: skip
+)
 def test_plan_refuses_bad_input_with_exit_2(capsys, argv, message):
     import torch
 
@@ -268,8 +299,13 @@ def test_plan_subcommand_prints_the_hand_computed_peaks():
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "peftbench", "plan", "+recipe=lora_7b", "--gpu", "h100"],
-                          capture_output=True, text=True, timeout=180, cwd=REPO)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "peftbench", "plan", "+recipe=lora_7b", "--gpu", "h100"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     layer, inp, rest = 1_222_639_616, 33_554_432, 13_476_831_232 + 39_976_960 * 16
     acts = [32 * layer, 8 * inp + 24 * layer, 16 * inp + 16 * layer, 32 * inp + layer, layer + inp]
@@ -287,7 +323,9 @@ def test_predicted_oom_warns_before_loading(tiny_cfg, capsys):
     predicted_fit(Point.resolve(tiny_cfg("+profile.memory_budget_gib=0.001")), record, arch("tiny_llama"))
     out = capsys.readouterr().out
     assert "peftbench: warning: tiny: predicted peak" in out and "plan off exceeds the memory budget 0.00 GiB" in out
-    assert record["predicted_peak_gib"] == pytest.approx(TINY_PEAK["off"] / GIB) and record["predicted_plan_fits"] is False
+    assert (
+        record["predicted_peak_gib"] == pytest.approx(TINY_PEAK["off"] / GIB) and record["predicted_plan_fits"] is False
+    )
     quiet: dict = {"run_id": "tiny"}
     predicted_fit(Point.resolve(tiny_cfg("+profile.memory_budget_gib=1.0")), quiet, arch("tiny_llama"))
     assert capsys.readouterr().out == "" and quiet == {"run_id": "tiny"}
@@ -300,8 +338,14 @@ def test_skip_predicted_oom_writes_a_skipped_row_before_any_model_loads(tiny_cfg
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(models, "load_model", refuse)
-    cfg = tiny_cfg("+profile.memory_budget_gib=0.001", "run.skip_predicted_oom=true", "data=synthetic", "data.seq_len=64",
-                   "model.tokenizer=null", "eval=none")  # no tokenizer, no data to measure: validation is quick
+    cfg = tiny_cfg(
+        "+profile.memory_budget_gib=0.001",
+        "run.skip_predicted_oom=true",
+        "data=synthetic",
+        "data.seq_len=64",
+        "model.tokenizer=null",
+        "eval=none",
+    )  # no tokenizer, no data to measure: validation is quick
     record = runner.run_point(cfg)
     assert record["status"] == "skipped"
     assert record["error"].startswith("run.skip_predicted_oom: predicted peak ")
@@ -324,7 +368,11 @@ def test_a_sweep_on_a_gpu_prints_the_plan_first(tiny_cfg, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("peftbench: plan for RTX-4090 (24.00 GiB); tiny_llama, seq 64 x micro-batch 2")
     lora = lines[2].split()
-    assert lora[0] == "method=lora" and lora[1] == f"{TINY_PEAK['off'] / GIB:.2f}*" and lora[6:9] == ["21.60", "off", "yes"]
+    assert (
+        lora[0] == "method=lora"
+        and lora[1] == f"{TINY_PEAK['off'] / GIB:.2f}*"
+        and lora[6:9] == ["21.60", "off", "yes"]
+    )
     assert lines[3].split()[:9] == ["method=vera", "-", "-", "-", "-", "-", "21.60", "all", "n/a"]
     assert "not modelled" in lines[4]
 
@@ -342,7 +390,9 @@ def test_a_bare_off_in_yaml_is_the_off_plan(tiny_cfg):
 def test_enforced_cap_is_the_card_the_budget_stands_for():
     """memory_budget_gib=21.6 at memory_fraction 0.9 is a 24 GiB card: the cap (reserved memory) is 24, so the
     caching allocator keeps the headroom it would have there; fraction 1.0 caps at the budget itself."""
-    assert profiles.enforce_cap_gib({"enforce_budget": True, "memory_budget_gib": 21.6, "memory_fraction": 0.9}) == pytest.approx(24.0)
+    assert profiles.enforce_cap_gib(
+        {"enforce_budget": True, "memory_budget_gib": 21.6, "memory_fraction": 0.9}
+    ) == pytest.approx(24.0)
     assert profiles.enforce_cap_gib({"enforce_budget": True, "memory_budget_gib": 24, "memory_fraction": 1.0}) == 24.0
     assert profiles.enforce_cap_gib({"enforce_budget": True, "memory_budget_gib": None}) is None  # the GPU's own budget
     assert profiles.enforce_cap_gib({"enforce_budget": False, "memory_budget_gib": 21.6}) is None

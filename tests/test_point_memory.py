@@ -8,7 +8,7 @@ import gc
 import pytest
 import torch
 
-from peftbench import models, trainer
+from peftbench import trainer
 from peftbench.runner import run_point
 
 QUICK = ["eval=none", "train.max_steps=1", "run.save_adapter=false", "data.max_train_samples=4", "run.force=true"]

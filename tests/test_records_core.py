@@ -86,12 +86,18 @@ def test_point_lock_cleans_the_points_temps_while_held(tmp_path):
 
 
 def test_write_record_adds_the_schema_version_first_scrubs_and_rebuilds(tmp_path):
-    path = records.write_record(tmp_path, {"run_id": "r1", "status": "ok", "schema_version": 0, "hub_token": "abc"},
-                                rebuild=False)  # fmt: skip
+    path = records.write_record(
+        tmp_path, {"run_id": "r1", "status": "ok", "schema_version": 0, "hub_token": "abc"}, rebuild=False
+    )
     assert path == tmp_path / "r1" / "record.json"
     text = path.read_text()
     assert list(json.loads(text)) == ["schema_version", "run_id", "status", "hub_token"]
-    assert json.loads(text) == {"schema_version": records.SCHEMA_VERSION, "run_id": "r1", "status": "ok", "hub_token": "***"}
+    assert json.loads(text) == {
+        "schema_version": records.SCHEMA_VERSION,
+        "run_id": "r1",
+        "status": "ok",
+        "hub_token": "***",
+    }
     assert text.startswith('{\n  "schema_version": 1,\n  "run_id": "r1"')  # indented JSON, keys in record order
     assert not (tmp_path / "table.parquet").exists()
     records.write_record(tmp_path, {"run_id": "r2", "status": "failed", "when": pd.Timestamp("2026-01-01")})
@@ -115,14 +121,34 @@ def test_write_table_cleans_only_table_temps_and_matches_csv(tmp_path):
 
 
 def test_to_frame_columns_and_flattening():
-    frame = records.to_frame([
-        {"zeta": 1, "run_id": "r", "status": "ok", "method": "lora", "adapter_bytes": 2_500_000,
-         "scores": {"topics/acc": 0.5, "nested": {"x": 1}}, "versions": {"torch": "2.13"},
-         "hyperparameters": {"lr": 1e-4, "list": [1]}, "config": {"a": 1}, "loss_curve": [1.0, 0.5]},
-        {"run_id": "s", "status": "oom", "method": "full"},
-    ])  # fmt: skip
-    assert frame.columns.tolist() == ["run_id", "status", "method", "adapter_mb", "adapter_bytes",
-                                      "hyperparameters.lr", "scores.topics/acc", "versions.torch", "zeta"]  # fmt: skip
+    frame = records.to_frame(
+        [
+            {
+                "zeta": 1,
+                "run_id": "r",
+                "status": "ok",
+                "method": "lora",
+                "adapter_bytes": 2_500_000,
+                "scores": {"topics/acc": 0.5, "nested": {"x": 1}},
+                "versions": {"torch": "2.13"},
+                "hyperparameters": {"lr": 1e-4, "list": [1]},
+                "config": {"a": 1},
+                "loss_curve": [1.0, 0.5],
+            },
+            {"run_id": "s", "status": "oom", "method": "full"},
+        ]
+    )
+    assert frame.columns.tolist() == [
+        "run_id",
+        "status",
+        "method",
+        "adapter_mb",
+        "adapter_bytes",
+        "hyperparameters.lr",
+        "scores.topics/acc",
+        "versions.torch",
+        "zeta",
+    ]
     assert frame["adapter_mb"].iloc[0] == 2.5 and pd.isna(frame["adapter_mb"].iloc[1])
     assert frame["scores.topics/acc"].iloc[0] == 0.5
     assert records.to_frame([{"run_id": "a", "adapter_bytes": None}]).columns.tolist() == ["run_id", "adapter_bytes"]
@@ -136,8 +162,10 @@ def test_migrate_versions(tmp_path):
     assert records.migrate(current, "p") is current
     with pytest.raises(records.RecordVersionError) as newer:
         records.migrate({"run_id": "a", "schema_version": 2}, "x/record.json")
-    assert str(newer.value) == ("x/record.json: record schema version 2 was written by a newer peftbench; this one "
-                                "reads versions 0..1. Upgrade peftbench to read it.")  # fmt: skip
+    assert str(newer.value) == (
+        "x/record.json: record schema version 2 was written by a newer peftbench; this one "
+        "reads versions 0..1. Upgrade peftbench to read it."
+    )
     with pytest.raises(records.RecordVersionError) as unknown:
         records.migrate({"run_id": "a", "schema_version": -3}, "x/record.json")
     assert str(unknown.value).startswith("x/record.json: record schema version -3, this peftbench reads version 1 and")
@@ -252,8 +280,9 @@ def run_fault_script(tmp_path, fault: str, *args: str):
 
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo), records.FAULT_ENV: fault}
-    return subprocess.run([sys.executable, "-c", FAULT_SCRIPT, *args], cwd=repo, env=env, capture_output=True,
-                          text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", FAULT_SCRIPT, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_fault_point_sigkills_at_the_named_phase_only(tmp_path):
@@ -277,16 +306,30 @@ def test_readable_records_names_each_unreadable_one(tmp_path):
         (tmp_path / name / "record.json").write_text(text)
     good, problems = records.readable_records(tmp_path)
     assert [r["run_id"] for r in good] == ["a"]
-    assert [p.split(":")[0] for p in problems] == [str(tmp_path / "b" / "record.json"), str(tmp_path / "c" / "record.json")]
+    assert [p.split(":")[0] for p in problems] == [
+        str(tmp_path / "b" / "record.json"),
+        str(tmp_path / "c" / "record.json"),
+    ]
     assert all(": left out of the table, it cannot be read (" in p for p in problems)
 
 
 def test_tabular_stores_mixed_columns_as_text_and_keeps_plain_ones():
-    frame = pd.DataFrame({"mixed": [True, "maybe", None], "plain": ["x", "y", None], "num": [1.0, 2.0, 3.0],
-                          "objs": [{"a": 1}, None, None], "ints": [1, 2, 3]})  # fmt: skip
+    frame = pd.DataFrame(
+        {
+            "mixed": [True, "maybe", None],
+            "plain": ["x", "y", None],
+            "num": [1.0, 2.0, 3.0],
+            "objs": [{"a": 1}, None, None],
+            "ints": [1, 2, 3],
+        }
+    )
     out = records.tabular(frame.copy())
     assert out["mixed"].tolist()[:2] == ["True", "maybe"] and pd.isna(out["mixed"].iloc[2])  # missing stays missing
-    assert out["plain"].tolist()[:2] == ["x", "y"] and pd.isna(out["plain"].iloc[2]) and out["num"].tolist() == [1.0, 2.0, 3.0]
+    assert (
+        out["plain"].tolist()[:2] == ["x", "y"]
+        and pd.isna(out["plain"].iloc[2])
+        and out["num"].tolist() == [1.0, 2.0, 3.0]
+    )
     assert out["objs"].iloc[0] == "{'a': 1}" and out["objs"].iloc[1:].isna().all()  # a non-scalar kind: text too
     assert out["ints"].tolist() == [1, 2, 3]
     nan = records.tabular(pd.DataFrame({"m": [float("nan"), "s", 1]}))

@@ -21,9 +21,16 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 def tiny_llama(layers: int, dtype=torch.float32, hidden: int = 32, seed: int = 0):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=2, num_key_value_heads=1, vocab_size=128, max_position_embeddings=64,
-                         use_cache=False)  # fmt: skip
+    config = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=128,
+        max_position_embeddings=64,
+        use_cache=False,
+    )
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).to(dtype)
 
@@ -53,6 +60,7 @@ def count_forwards(model) -> list[int]:
     """Count each decoder layer's forward calls (installed before regional.apply, which wraps what it finds)."""
     counts = [0] * len(regional.decoder_layers(model))
     for i, layer in enumerate(regional.decoder_layers(model)):
+
         def counted(*args, _i=i, _forward=layer.forward, **kwargs):
             counts[_i] += 1
             return _forward(*args, **kwargs)
@@ -62,8 +70,14 @@ def count_forwards(model) -> list[int]:
 
 
 # Written out by hand for 5 layers: every_<n> checkpoints layer i when i % n == 0 (transformers' every_n_layers).
-PLAN_LAYERS = {"off": [], "every_2": [0, 2, 4], "every_3": [0, 3], "every_4": [0, 4], "all": [0, 1, 2, 3, 4],
-               "all_offload": [0, 1, 2, 3, 4]}  # fmt: skip
+PLAN_LAYERS = {
+    "off": [],
+    "every_2": [0, 2, 4],
+    "every_3": [0, 3],
+    "every_4": [0, 4],
+    "all": [0, 1, 2, 3, 4],
+    "all_offload": [0, 1, 2, 3, 4],
+}
 
 
 @pytest.mark.parametrize("plan", list(PLAN_LAYERS))
@@ -118,7 +132,12 @@ def test_all_offload_keeps_each_layer_input_in_host_memory(monkeypatch):
 
 def test_plans_and_modes_are_checked():
     assert [regional.parse_plan(p) for p in ("off", "all", "all_offload", "every_2", "every_16")] == [
-        (0, False), (1, False), (1, True), (2, False), (16, False)]
+        (0, False),
+        (1, False),
+        (1, True),
+        (2, False),
+        (16, False),
+    ]
     for bad in ("every_1", "every_0", "every_x", "some", "every-2"):
         with pytest.raises(regional.PlanError, match="profile.checkpointing"):
             regional.parse_plan(bad)
@@ -156,8 +175,11 @@ def test_compiled_step_equals_eager_within_bf16_error():
     bf16_eps = 2.0**-8
     assert abs(loss - loss_ref) <= 2 * abs(loss_eager - loss_ref) + bf16_eps * abs(loss_ref)
     for name in grads_ref:
-        assert error(grads, name) <= 2 * error(grads_eager, name) + bf16_eps, (name, error(grads, name),
-                                                                                error(grads_eager, name))
+        assert error(grads, name) <= 2 * error(grads_eager, name) + bf16_eps, (
+            name,
+            error(grads, name),
+            error(grads_eager, name),
+        )
 
 
 def test_a_point_with_regional_compile_records_its_plan_and_compile_time(tiny_cfg):
@@ -165,8 +187,17 @@ def test_a_point_with_regional_compile_records_its_plan_and_compile_time(tiny_cf
     it fast; the Inductor test above checks the numbers), fixed-length synthetic rows, plan every_2 on 2 layers."""
     from peftbench.runner import run_point
 
-    cfg = tiny_cfg("profile=fast", "profile.compile_backend=eager", "profile.checkpointing=every_2", "data=synthetic",
-                   "data.seq_len=32", "data.num_samples=8", "eval=none", "train.max_steps=3", "run.warmup_steps=1")
+    cfg = tiny_cfg(
+        "profile=fast",
+        "profile.compile_backend=eager",
+        "profile.checkpointing=every_2",
+        "data=synthetic",
+        "data.seq_len=32",
+        "data.num_samples=8",
+        "eval=none",
+        "train.max_steps=3",
+        "run.warmup_steps=1",
+    )
     record = run_point(cfg)
     assert record["status"] == "ok", record.get("error")
     assert record["profile_choices"]["checkpointing_plan"] == "every_2" and record["compile"] == "regional"

@@ -6,9 +6,9 @@ The concurrency test runs the real CLI (`python -m peftbench -m ...`) as subproc
 from __future__ import annotations
 
 import json
-import shutil
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,14 +25,23 @@ TINY_SWEEP = ["model=tiny_llama", "train=tiny", "data.max_train_samples=16", "da
 
 
 def sweep_cmd(results: Path, methods: list[str], *extra: str) -> list[str]:
-    return [sys.executable, "-m", "peftbench", "-m", *TINY_SWEEP, f"run.results_dir={results}",
-            f"method={','.join(methods)}", *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "peftbench",
+        "-m",
+        *TINY_SWEEP,
+        f"run.results_dir={results}",
+        f"method={','.join(methods)}",
+        *extra,
+    ]
 
 
 def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
+    )
 
 
 def assert_consistent(results: Path) -> list[dict]:
@@ -154,21 +163,30 @@ def test_exit_codes_say_whether_any_point_failed(tmp_path):
     """1: a point ran and ended invalid (BitFit without biases on Llama, a single run). 2: refused before any point
     ran (Hydra cannot compose an unknown model option); the message names the field."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    base = [sys.executable, "-m", "peftbench", *TINY_SWEEP, "sweep=none", "train.max_steps=1",
-            f"run.results_dir={tmp_path / 'r'}"]  # fmt: skip
+    base = [
+        sys.executable,
+        "-m",
+        "peftbench",
+        *TINY_SWEEP,
+        "sweep=none",
+        "train.max_steps=1",
+        f"run.results_dir={tmp_path / 'r'}",
+    ]
     done = subprocess.run([*base, "method=bitfit"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     assert records.read_table(tmp_path / "r")["status"].tolist() == ["invalid"]
-    typo = subprocess.run([*base, "model=tiny_lama"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    typo = subprocess.run(
+        [*base, "model=tiny_lama"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
     assert typo.returncode == 2 and "Could not find 'model/tiny_lama'" in typo.stderr, typo.stderr[-2000:]
 
 
 def test_secrets_in_config_and_env_never_reach_record_or_table(tiny_cfg, monkeypatch):
     secret = "hf_" + "abcXYZ012" * 3
     monkeypatch.setenv("HF_TOKEN", secret)
-    rec = run_point(tiny_cfg("method=lora", "train.max_steps=1", "+model.token=${oc.env:HF_TOKEN}",
-                             f"+data.note=uses {secret}"))  # fmt: skip
+    rec = run_point(
+        tiny_cfg("method=lora", "train.max_steps=1", "+model.token=${oc.env:HF_TOKEN}", f"+data.note=uses {secret}")
+    )
     assert rec["status"] == "ok", rec.get("error")
     folder = Path(rec["config"]["run"]["results_dir"])
     assert secret not in (folder / rec["run_id"] / "record.json").read_text()

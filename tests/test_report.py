@@ -20,17 +20,35 @@ def fake(method: str, seed: int, gpu: str, status: str = "ok", score: float | No
     """A record shaped like the runner's, with the numbers a test wants."""
     run_id = f"{method}-m7b-s{seed}-{'h100' if 'H100' in gpu else 'a100'}"
     rec = {
-        "run_id": run_id, "run_name": f"sweep-{run_id[-4:]}", "status": status, "method": method, "engine": "peft",
-        "model": "m7b", "model_source": "org/m7b", "model_init": "pretrained", "quality_valid": True,
-        "dataset": "topics", "seed": seed, "gpu_name": gpu, "gpu_count": 1, "precision": "bf16",
+        "run_id": run_id,
+        "run_name": f"sweep-{run_id[-4:]}",
+        "status": status,
+        "method": method,
+        "engine": "peft",
+        "model": "m7b",
+        "model_source": "org/m7b",
+        "model_init": "pretrained",
+        "quality_valid": True,
+        "dataset": "topics",
+        "seed": seed,
+        "gpu_name": gpu,
+        "gpu_count": 1,
+        "precision": "bf16",
         "config": {"method": {"name": method, "r": 16}, "train": {"seed": seed}, "run": {"results_dir": "x"}},
         "hyperparameters": {"max_length": 512, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2},
         "versions": {"torch": "2.13.0", "peft": "0.21.2"},
-    }  # fmt: skip
+    }
     if status == "ok":
-        rec.update(score=score, gpu_allocated_gib_peak=10.0 + seed, tokens_per_s=1000.0 + 100 * seed,
-                   trainable_params=4_000_000, trainable_pct=0.06, adapter_bytes=16_000_000, time_train_s=60.0,
-                   loss_curve=[[1, 2.0], [2, 1.5 - 0.1 * seed], [3, 1.2]])  # fmt: skip
+        rec.update(
+            score=score,
+            gpu_allocated_gib_peak=10.0 + seed,
+            tokens_per_s=1000.0 + 100 * seed,
+            trainable_params=4_000_000,
+            trainable_pct=0.06,
+            adapter_bytes=16_000_000,
+            time_train_s=60.0,
+            loss_curve=[[1, 2.0], [2, 1.5 - 0.1 * seed], [3, 1.2]],
+        )
     else:  # as the runner writes a failure: no measurements, no device (the OOM row lands with its sweep's GPU)
         rec["error"] = "OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"
         del rec["gpu_name"], rec["gpu_count"]
@@ -43,14 +61,25 @@ def hand_made(tmp_path) -> Path:
     """Two seeds of lora and qlora, a base row and an OOM full FT on an H100; lora and dora on an A100."""
     results = tmp_path / "results"
     recs = [
-        fake("lora", 0, H100, score=0.60), fake("lora", 1, H100, score=0.64),
-        fake("qlora", 0, H100, score=0.58), fake("qlora", 1, H100, score=0.56),
-        fake("base", 0, H100, score=0.50, trainable_params=None, tokens_per_s=None, gpu_allocated_gib_peak=None,
-             loss_curve=None),
+        fake("lora", 0, H100, score=0.60),
+        fake("lora", 1, H100, score=0.64),
+        fake("qlora", 0, H100, score=0.58),
+        fake("qlora", 1, H100, score=0.56),
+        fake(
+            "base",
+            0,
+            H100,
+            score=0.50,
+            trainable_params=None,
+            tokens_per_s=None,
+            gpu_allocated_gib_peak=None,
+            loss_curve=None,
+        ),
         fake("full", 0, H100, status="oom"),
-        fake("lora", 0, A100, score=0.61), fake("dora", 0, A100, score=0.63),
+        fake("lora", 0, A100, score=0.61),
+        fake("dora", 0, A100, score=0.63),
         fake("ia3", 0, A100, score=0.99, model_init="random", quality_valid=False),
-    ]  # fmt: skip
+    ]
     for rec in recs:
         records.write_record(results, rec, rebuild=False)
     records.write_table(results)
@@ -71,8 +100,12 @@ def test_ranking_mean_std_and_oom_row(hand_made, tmp_path):
     md = paths["md"].read_text()
     h100 = table_rows(section(md, f"m7b on {H100}"))
     # ranked by score within the H100 section, the OOM row kept below the ranked ones, with its error
-    assert [(r[0], r[1], r[3]) for r in h100] == [("1", "lora", "ok (2 seeds)"), ("2", "qlora", "ok (2 seeds)"),
-                                                   ("3", "base", "ok"), ("", "full", "OOM")]  # fmt: skip
+    assert [(r[0], r[1], r[3]) for r in h100] == [
+        ("1", "lora", "ok (2 seeds)"),
+        ("2", "qlora", "ok (2 seeds)"),
+        ("3", "base", "ok"),
+        ("", "full", "OOM"),
+    ]
     assert "CUDA out of memory" in h100[3][-1]
     cols = [c.strip() for c in re.search(r"\| rank \|(.*)\|", md).group(1).split(" | ")]
     score, delta = cols.index("score") + 1, cols.index("Δ score vs base") + 1
@@ -148,9 +181,21 @@ needs_chromium = pytest.mark.skipif(  # CI (.ci/run installs chromium) fails ins
 def rendered_dom(html: Path, tmp_path: Path, fragment: str = "") -> str:
     """The DOM after the page's scripts ran, from headless Chromium with no network and a fresh profile."""
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-           f"--user-data-dir={profile}", "--virtual-time-budget=5000", "--dump-dom", f"{html.resolve().as_uri()}{fragment}"]  # fmt: skip
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=5000",
+        "--dump-dom",
+        f"{html.resolve().as_uri()}{fragment}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout
@@ -222,8 +267,9 @@ def test_screenshot_script(hand_made, tmp_path):
     script = Path(__file__).resolve().parents[1] / "scripts" / "screenshot_report.sh"
     out = tmp_path / "shot.png"
     env = {**os.environ, "PYTHONPATH": str(script.parents[1])}
-    done = subprocess.run(["bash", str(script), str(hand_made), str(out)], capture_output=True, text=True, env=env,
-                          timeout=180)  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(script), str(hand_made), str(out)], capture_output=True, text=True, env=env, timeout=180
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     head = out.read_bytes()[:24]
     assert head[:8] == b"\x89PNG\r\n\x1a\n"
@@ -237,9 +283,14 @@ def test_screenshot_script(hand_made, tmp_path):
 def test_conditions_state_gpu_count_strategy_and_provenance(tmp_path):
     """A two-GPU FSDP run's section says so; whole numbers that pandas widened to floats read as integers."""
     results = tmp_path / "results"
-    records.write_record(results, fake("full", 0, H100, score=0.7, gpu_count=2, world_size=2, strategy="fsdp",
-                                       model_file_sha256="abc123"), rebuild=False)  # fmt: skip
-    records.write_record(results, fake("lora", 0, H100, status="oom", world_size=2, strategy="fsdp", hyperparameters={}), rebuild=False)
+    records.write_record(
+        results,
+        fake("full", 0, H100, score=0.7, gpu_count=2, world_size=2, strategy="fsdp", model_file_sha256="abc123"),
+        rebuild=False,
+    )
+    records.write_record(
+        results, fake("lora", 0, H100, status="oom", world_size=2, strategy="fsdp", hyperparameters={}), rebuild=False
+    )
     records.write_table(results)
     text = report.write_report(results)["md"].read_text()
     assert "**Parallelism**: 2 GPU(s), fsdp" in text
@@ -277,8 +328,18 @@ SHOWN = {
 def engines_table(tmp_path) -> Path:
     results = tmp_path / "engines"
     for i, (method, engine, profile, tps, params, score, se) in enumerate(ENGINE_ROWS):
-        rec = fake(method, 0, H100, score=score, score_stderr=se, tokens_per_s=tps, trainable_params=params,
-                   engine=engine, gpu_allocated_gib_peak=5.0 + i, run_id=f"{method}-{engine}-{profile}-{i}")  # fmt: skip
+        rec = fake(
+            method,
+            0,
+            H100,
+            score=score,
+            score_stderr=se,
+            tokens_per_s=tps,
+            trainable_params=params,
+            engine=engine,
+            gpu_allocated_gib_peak=5.0 + i,
+            run_id=f"{method}-{engine}-{profile}-{i}",
+        )
         rec["config"].update(profile={"name": profile}, engine={"name": engine})
         records.write_record(results, rec, rebuild=False)
     records.write_table(results)
@@ -309,8 +370,13 @@ def board_cells(dom: str) -> dict[str, dict[str, str]]:
         cells = [htmllib.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", tr)]
         tps = re.search(r'class="c-tokens_per_s"[^>]*>([^<]*)<', tr)
         params = re.search(r'class="sec c-trainable_params"[^>]*>([^<]*)<', tr)
-        out[key] = {"rank": cells[0], "label": cells[1], "engine": cells[2], "tokens_per_s": htmllib.unescape(tps.group(1)),
-                    "trainable_params": htmllib.unescape(params.group(1))}  # fmt: skip
+        out[key] = {
+            "rank": cells[0],
+            "label": cells[1],
+            "engine": cells[2],
+            "tokens_per_s": htmllib.unescape(tps.group(1)),
+            "trainable_params": htmllib.unescape(params.group(1)),
+        }
     return out
 
 
@@ -319,9 +385,13 @@ def test_every_value_on_its_own_bar_and_point_in_chromium(engines_table, tmp_pat
     html = report.write_report(engines_table, tmp_path / "out")["html"]
     dom = rendered_dom(html, tmp_path)
     board = board_cells(dom)
-    assert {(c["label"], c["engine"]): (c["tokens_per_s"], c["trainable_params"], c["rank"]) for c in board.values()} == SHOWN
-    for col, bars in (("tokens_per_s", svg_items(dom.split('id="bars-tokens_per_s"')[1].split("</svg>")[0], "bar")),
-                      ("trainable_params", svg_items(dom.split('id="bars-trainable_params"')[1].split("</svg>")[0], "bar"))):  # fmt: skip
+    assert {
+        (c["label"], c["engine"]): (c["tokens_per_s"], c["trainable_params"], c["rank"]) for c in board.values()
+    } == SHOWN
+    for col, bars in (
+        ("tokens_per_s", svg_items(dom.split('id="bars-tokens_per_s"')[1].split("</svg>")[0], "bar")),
+        ("trainable_params", svg_items(dom.split('id="bars-trainable_params"')[1].split("</svg>")[0], "bar")),
+    ):
         assert set(bars) == set(board)  # one bar per row, keyed by the row's identity
         for key, bar in bars.items():
             row = board[key]
@@ -360,10 +430,15 @@ def test_engines_report_markdown_ties_and_labels(engines_table, tmp_path):
     md = report.write_report(engines_table, tmp_path / "out")["md"].read_text()
     rows = table_rows(section(md, f"m7b on {H100}"))
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("1", "full", "peft"), ("=2", "lora (profile=fast)", "peft"), ("=2", "lora (profile=default)", "peft"),
-        ("4", "lora", "unsloth"), ("=5", "lora", "liger"), ("=5", "qlora", "peft"), ("7", "qlora", "unsloth"),
+        ("1", "full", "peft"),
+        ("=2", "lora (profile=fast)", "peft"),
+        ("=2", "lora (profile=default)", "peft"),
+        ("4", "lora", "unsloth"),
+        ("=5", "lora", "liger"),
+        ("=5", "qlora", "peft"),
+        ("7", "qlora", "unsloth"),
         ("8", "full", "unsloth"),
-    ]  # fmt: skip
+    ]
     wins = section(md, f"m7b on {H100}").split("**What wins here.**")[1].splitlines()[0]
     assert "Best score: **full · peft** (0.7, stderr 0.01)" in wins
     assert "Fastest: **lora (profile=fast) · peft** at 12,963 tokens/s" in wins
@@ -376,14 +451,17 @@ def test_failed_row_names_what_set_it_apart_and_memory(tmp_path):
     conditions come from the ok rows only (no "device not recorded" block), with the steps actually timed."""
     results = tmp_path / "bs"
     for bs in (8, 64):
-        rec = fake("lora", 0, H100, score=0.6, run_id=f"lora-bs{bs}", steps=10, steady_state_steps=7,
-                   warmup_steps_excluded=3)  # fmt: skip
+        rec = fake(
+            "lora", 0, H100, score=0.6, run_id=f"lora-bs{bs}", steps=10, steady_state_steps=7, warmup_steps_excluded=3
+        )
         rec["config"]["train"]["per_device_train_batch_size"] = bs
         records.write_record(results, rec, rebuild=False)
     oom = fake("lora", 0, H100, status="oom", run_id="lora-bs512", predicted_peak_gib=143.217)
     oom["config"]["train"]["per_device_train_batch_size"] = 512
     records.write_record(results, oom, rebuild=False)
-    short = fake("qlora", 0, H100, score=0.5, run_id="qlora-short", steps=2, steady_state_steps=2, warmup_steps_excluded=3)
+    short = fake(
+        "qlora", 0, H100, score=0.5, run_id="qlora-short", steps=2, steady_state_steps=2, warmup_steps_excluded=3
+    )
     records.write_record(results, short, rebuild=False)
     records.write_table(results)
     md = report.write_report(results)["md"].read_text()
@@ -401,7 +479,9 @@ def test_merge_folders_dedupe_and_provenance(hand_made, tmp_path):
     other = tmp_path / "other"
     twin = records.read_records(hand_made)[0]
     records.write_record(other, twin, rebuild=False)
-    records.write_record(other, fake("lora", 0, "NVIDIA GeForce RTX 4090", score=0.55, run_id="lora-4090"), rebuild=False)
+    records.write_record(
+        other, fake("lora", 0, "NVIDIA GeForce RTX 4090", score=0.55, run_id="lora-4090"), rebuild=False
+    )
     records.write_table(other)
     out = tmp_path / "published"
     assert report.main([str(hand_made), str(other), "--out", str(out)]) == 0
@@ -417,14 +497,33 @@ def test_merge_folders_dedupe_and_provenance(hand_made, tmp_path):
 
 def test_folklore_only_where_rows_exist(tmp_path):
     results = tmp_path / "f"
-    records.write_record(results, fake("lora", 0, H100, score=0.60, score_stderr=0.02, total_params=6.74e9,
-                                       trainable_pct=0.59, method_config={"name": "lora", "r": 16}), rebuild=False)  # fmt: skip
-    records.write_record(results, fake("full", 0, H100, score=0.62, score_stderr=0.02, total_params=6.74e9,
-                                       trainable_pct=100.0, adapter_bytes=None), rebuild=False)  # fmt: skip
+    records.write_record(
+        results,
+        fake(
+            "lora",
+            0,
+            H100,
+            score=0.60,
+            score_stderr=0.02,
+            total_params=6.74e9,
+            trainable_pct=0.59,
+            method_config={"name": "lora", "r": 16},
+        ),
+        rebuild=False,
+    )
+    records.write_record(
+        results,
+        fake(
+            "full", 0, H100, score=0.62, score_stderr=0.02, total_params=6.74e9, trainable_pct=100.0, adapter_bytes=None
+        ),
+        rebuild=False,
+    )
     records.write_table(results)
     md = report.write_report(results)["md"].read_text()
     folk = section(md, "Folklore, measured")
-    assert "LoRA r=16 on a 7B model needs ~16-18 GB" in folk and f"lora · peft on {H100}: 10.7 GB peak allocated" in folk
+    assert (
+        "LoRA r=16 on a 7B model needs ~16-18 GB" in folk and f"lora · peft on {H100}: 10.7 GB peak allocated" in folk
+    )
     assert "Full fine-tuning of a 7B model needs ~84-112 GB" in folk
     assert "Δ -0.020 ± 0.028 (within one combined stderr: tied)" in folk
     assert "QLoRA" not in folk  # no QLoRA row here: the claim is not shown
@@ -447,10 +546,21 @@ FRONTIER_ROWS = [
 def frontier_table(tmp_path) -> Path:
     results = tmp_path / "frontier"
     for i, (engine, profile, plan, tps, peak, _) in enumerate(FRONTIER_ROWS):
-        rec = fake("lora", 0, H100, score=None, engine=engine, tokens_per_s=tps, gpu_allocated_gib_peak=peak,
-                   run_id=f"lora-{engine}-{profile}-{plan}-{i}")  # fmt: skip
-        rec["config"].update(profile={"name": profile, "checkpointing": plan if profile == "fast" else None},
-                             engine={"name": engine}, train={"seed": 0, "gradient_checkpointing": True})  # fmt: skip
+        rec = fake(
+            "lora",
+            0,
+            H100,
+            score=None,
+            engine=engine,
+            tokens_per_s=tps,
+            gpu_allocated_gib_peak=peak,
+            run_id=f"lora-{engine}-{profile}-{plan}-{i}",
+        )
+        rec["config"].update(
+            profile={"name": profile, "checkpointing": plan if profile == "fast" else None},
+            engine={"name": engine},
+            train={"seed": 0, "gradient_checkpointing": True},
+        )
         if plan == "unsloth":
             rec["engine_gradient_checkpointing"] = "unsloth"  # what an unsloth record says (results/h100/engines)
         elif profile == "fast":
@@ -466,8 +576,13 @@ def test_frontier_points_front_and_labels(frontier_table):
     points = report.frontier_points(report.leaderboard(frame, "tokens_per_s"))
     assert {p["method"] for p in points} == {"lora"} and len(points) == 5
     by_engine_plan = {(p["engine"], p["plan"]): p for p in points}
-    expected = {("peft", "all"): False, ("liger", "all"): False, ("unsloth", "unsloth"): True, ("peft", "off"): True,
-                ("peft", "every_2"): True}  # the record's plan, or the Trainer's flag for the older ones  # fmt: skip
+    expected = {
+        ("peft", "all"): False,
+        ("liger", "all"): False,
+        ("unsloth", "unsloth"): True,
+        ("peft", "off"): True,
+        ("peft", "every_2"): True,
+    }  # the record's plan, or the Trainer's flag for the older ones
     assert {k: p["front"] for k, p in by_engine_plan.items()} == expected
     assert by_engine_plan[("unsloth", "unsloth")]["label"] == "lora · unsloth · ckpt unsloth"
     assert by_engine_plan[("peft", "every_2")]["label"].endswith(" · peft · ckpt every_2")
@@ -488,7 +603,7 @@ def test_frontier_png_labels_each_point_with_its_own_row(frontier_table, tmp_pat
     dots = {c.get_gid().removeprefix("point:"): c for c in ax.collections if c.get_gid()}
     for key, dot in dots.items():
         assert tuple(dot.get_offsets()[0]) == (points[key]["x"], points[key]["y"])
-        colour = "#%02x%02x%02x" % tuple(int(round(255 * c)) for c in dot.get_facecolor()[0][:3])
+        colour = "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in dot.get_facecolor()[0][:3]))
         assert colour == ENGINE_COLOURS[points[key]["engine"]]
     line = ax.lines[0]  # the dashed front: through the three front points, by memory
     assert list(zip(line.get_xdata(), line.get_ydata())) == [(13.88, 9925.8), (23.0, 11000.0), (29.32, 12963.2)]

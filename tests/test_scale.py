@@ -73,8 +73,17 @@ def test_cpu_processes_without_use_cpu_are_refused(monkeypatch, tiny_cfg):
 def test_rank_aggregation_helpers():
     assert metrics.stepwise_max([[1.0, 5.0, 2.0], [3.0, 1.0, 2.5]]) == [3.0, 5.0, 2.5]
     assert metrics.stepwise_max([[1.0, 2.0]]) == [1.0, 2.0] and metrics.stepwise_max([[], []]) == []
-    peaks = metrics.rank_peaks({"rank": 1, "device": 1, "allocated": [1.0, 4.0], "reserved": [5.0], "nvml": [],
-                                "rss": [0.5], "requested": [3.5, 3.9]})  # fmt: skip
+    peaks = metrics.rank_peaks(
+        {
+            "rank": 1,
+            "device": 1,
+            "allocated": [1.0, 4.0],
+            "reserved": [5.0],
+            "nvml": [],
+            "rss": [0.5],
+            "requested": [3.5, 3.9],
+        }
+    )
     assert peaks["gpu_allocated_gib_peak"] == 4.0 and peaks["gpu_nvml_used_gib_peak"] is None
     assert peaks["gpu_requested_gib_peak"] == 3.9
     one = metrics.model_flops_utilisation(7e9, 1000.0, "NVIDIA H200")
@@ -106,10 +115,18 @@ def test_parallel_sweep_lands_in_one_table_with_exit_code(tmp_path):
     up-front sweep validation is switched off (it would refuse the sweep with exit 2 before any worker starts)."""
     results = tmp_path / "results"
     proc = run_cli(
-        ["-m", "method=lora,bitfit", f"run.results_dir={results}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-         "hydra/launcher=local_gpus", "hydra.launcher.n_jobs=2", "hydra.callbacks.gpu_slots.gpus=[0,1]", "~hydra.callbacks.validate"],
+        [
+            "-m",
+            "method=lora,bitfit",
+            f"run.results_dir={results}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+            "hydra/launcher=local_gpus",
+            "hydra.launcher.n_jobs=2",
+            "hydra.callbacks.gpu_slots.gpus=[0,1]",
+            "~hydra.callbacks.validate",
+        ],
         cwd=tmp_path,
-    )  # fmt: skip
+    )
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
     rows = {r["method"]: r for r in read_records(results)}
     assert rows["lora"]["status"] == "ok" and rows["bitfit"]["status"] == "invalid"
@@ -138,10 +155,17 @@ def test_two_rank_ddp_run_writes_one_aggregated_record(tmp_path):
     results = tmp_path / "results"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     proc = run_cli(
-        [f"run.results_dir={results}", f"hydra.run.dir={tmp_path / 'hydra'}", "+train.use_cpu=true",
-         "data.max_train_samples=12", "train.max_steps=3", "train.per_device_train_batch_size=2"],
-        cwd=tmp_path, launcher=torchrun,
-    )  # fmt: skip
+        [
+            f"run.results_dir={results}",
+            f"hydra.run.dir={tmp_path / 'hydra'}",
+            "+train.use_cpu=true",
+            "data.max_train_samples=12",
+            "train.max_steps=3",
+            "train.per_device_train_batch_size=2",
+        ],
+        cwd=tmp_path,
+        launcher=torchrun,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (record,) = read_records(results)
     assert record["status"] == "ok" and record["world_size"] == 2 and record["strategy"] == "ddp"
@@ -159,7 +183,10 @@ def test_two_rank_ddp_run_writes_one_aggregated_record(tmp_path):
 def test_cuda_memory_reads_allocated_reserved_and_requested_peaks(monkeypatch):
     """Allocated counts the allocator's blocks; requested, the bytes the tensors asked for (kept apart on purpose)."""
     gib = metrics.GIB
-    stats = {"allocated_bytes": {"all": {"peak": 4 * gib, "current": 1}}, "reserved_bytes": {"all": {"peak": 6 * gib}},
-             "requested_bytes": {"all": {"peak": 3 * gib}}}  # fmt: skip
+    stats = {
+        "allocated_bytes": {"all": {"peak": 4 * gib, "current": 1}},
+        "reserved_bytes": {"all": {"peak": 6 * gib}},
+        "requested_bytes": {"all": {"peak": 3 * gib}},
+    }
     monkeypatch.setattr(torch.cuda.memory, "memory_stats_as_nested_dict", lambda *a, **k: stats)
     assert metrics.cuda_memory_gib() == (4.0, 6.0, 3.0)

@@ -18,8 +18,16 @@ import pytest
 from peftbench import records
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["model=tiny_llama", "train=tiny", "sweep=none", "eval=none", "data.max_train_samples=8",
-        "data.max_eval_samples=2", "train.max_steps=1", "run.report=false"]  # fmt: skip
+TINY = [
+    "model=tiny_llama",
+    "train=tiny",
+    "sweep=none",
+    "eval=none",
+    "data.max_train_samples=8",
+    "data.max_eval_samples=2",
+    "train.max_steps=1",
+    "run.report=false",
+]
 
 # One secret per rule; none of them has another rule's shape.
 KEY_DEEP = "keyval-deep-7f3a9c"  # under run.deep.nested.api_key: only the secret-key rule masks it
@@ -46,21 +54,36 @@ KEY_CASES = {"secret key at depth", "secret key inside a list"}  # nested config
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_API_KEY": ENV_VALUE}
     env.pop("HF_TOKEN", None)
-    return subprocess.run([sys.executable, "-m", "peftbench", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "peftbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("scrub")
-    trained = cli(root, "-m", *TINY, f"run.results_dir={root / 'trained'}", "run.name=scrub-trained",
-                  f"+run.deep.nested.api_key={KEY_DEEP}", f"+run.deep.items=[{{hub_token:{KEY_IN_LIST}}}]",
-                  f"+run.note='{TEXT}'", f"data.name='{TEXT}'")  # fmt: skip
+    trained = cli(
+        root,
+        "-m",
+        *TINY,
+        f"run.results_dir={root / 'trained'}",
+        "run.name=scrub-trained",
+        f"+run.deep.nested.api_key={KEY_DEEP}",
+        f"+run.deep.items=[{{hub_token:{KEY_IN_LIST}}}]",
+        f"+run.note='{TEXT}'",
+        f"data.name='{TEXT}'",
+    )
     assert trained.returncode == 0, trained.stdout[-3000:] + trained.stderr[-3000:]
     # a single run (no -m): an out-of-range model.dtype is an invalid row whose error quotes the value
-    invalid = cli(root, *TINY, f"run.results_dir={root / 'invalid'}", "run.name=scrub-invalid",
-                  f"+run.deep.nested.api_key={KEY_DEEP}", f"+run.deep.items=[{{hub_token:{KEY_IN_LIST}}}]",
-                  f"model.dtype='{TEXT}'")  # fmt: skip
+    invalid = cli(
+        root,
+        *TINY,
+        f"run.results_dir={root / 'invalid'}",
+        "run.name=scrub-invalid",
+        f"+run.deep.nested.api_key={KEY_DEEP}",
+        f"+run.deep.items=[{{hub_token:{KEY_IN_LIST}}}]",
+        f"model.dtype='{TEXT}'",
+    )
     assert invalid.returncode == 1, invalid.stdout[-3000:] + invalid.stderr[-3000:]
     return root, trained, invalid
 
@@ -104,18 +127,42 @@ def test_secret_is_gone_from_record_table_logs_and_hydra_dumps(runs, case):
 
 
 @pytest.mark.parametrize(
-    "key", ["hub_token", "HF_TOKEN", "token", "client_secret", "password", "db.passwd", "api_key", "api-key", "OPENAI_APIKEY",
-            "credentials", "credential", "proxy_auth", "x-auth"],
-)  # fmt: skip
+    "key",
+    [
+        "hub_token",
+        "HF_TOKEN",
+        "token",
+        "client_secret",
+        "password",
+        "db.passwd",
+        "api_key",
+        "api-key",
+        "OPENAI_APIKEY",
+        "credentials",
+        "credential",
+        "proxy_auth",
+        "x-auth",
+    ],
+)
 def test_secret_named_keys_are_masked_at_any_depth(key):
     value = {"a": [{"b": {key: "plain-value-1"}}], key: 12345}
     assert records.scrub(value, []) == {"a": [{"b": {key: "***"}}], key: "***"}
 
 
 @pytest.mark.parametrize(
-    "key", ["tokenizer", "max_tokens", "num_virtual_tokens", "tokens_per_s", "author", "authority", "secretary",
-            "token_count", "password_hint_shown"],
-)  # fmt: skip
+    "key",
+    [
+        "tokenizer",
+        "max_tokens",
+        "num_virtual_tokens",
+        "tokens_per_s",
+        "author",
+        "authority",
+        "secretary",
+        "token_count",
+        "password_hint_shown",
+    ],
+)
 def test_keys_that_only_contain_a_secret_word_are_kept(key):
     assert records.scrub({key: "kept-value"}, []) == {key: "kept-value"}
 
@@ -140,11 +187,13 @@ def test_name_value_assignments_of_secrets_in_text(text, expected):
 @pytest.mark.parametrize(
     "token,masked",
     [
-        ("hf_" + "a1" * 10, True), ("sk-" + "B2" * 10, True), ("ghp_" + "c3" * 10, True),
+        ("hf_" + "a1" * 10, True),
+        ("sk-" + "B2" * 10, True),
+        ("ghp_" + "c3" * 10, True),
         ("hf_" + "a" * 19, False),  # shorter than a real token: an identifier like hf_model_dir stays
         ("xhf_" + "a" * 24, False),  # not at a word boundary
     ],
-)  # fmt: skip
+)
 def test_token_shapes_in_text(token, masked):
     out = records.scrub(f"see {token} here", [])
     assert out == ("see *** here" if masked else f"see {token} here")
@@ -170,7 +219,8 @@ def test_env_value_length_threshold_and_longest_first(monkeypatch):
     monkeypatch.setenv("D_TOKEN", "zzzzzzzz")  # sorts first alphabetically, but is shorter
     env = records.secret_env_values()
     assert env.index("abcdefgh-and-more") < env.index("abcdefgh") and env.index("abcdefgh-and-more") < env.index(
-        "zzzzzzzz")  # fmt: skip
+        "zzzzzzzz"
+    )
     assert "abcdefg" not in env
     assert records.scrub("x abcdefgh-and-more y abcdefgh z abcdefg") == "x *** y *** z abcdefg"
 

@@ -18,8 +18,11 @@ def test_real_tokens_equal_the_unpadded_tokens_the_collator_batched(tiny_cfg, mo
 
     monkeypatch.setattr(sft_trainer.DataCollatorForLanguageModeling, "torch_call", spy)
     # batch 4 of rows of different lengths, so every batch is padded; 3 steps; eval batches come after training
-    record = run_point(tiny_cfg("method=lora", "train.per_device_train_batch_size=4", "train.max_steps=3",
-                                "eval=none", "run.report=false"))  # fmt: skip
+    record = run_point(
+        tiny_cfg(
+            "method=lora", "train.per_device_train_batch_size=4", "train.max_steps=3", "eval=none", "run.report=false"
+        )
+    )
     assert record["status"] == "ok", record.get("error")
     train_batches = batches[:3]
     assert all(len(b) == 4 for b in train_batches)

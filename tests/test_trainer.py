@@ -18,16 +18,30 @@ def build(tmp_path, step_metrics: bool, **args):
 
     tokenizer = AutoTokenizer.from_pretrained(local_folder(EMBEDDED_GGUF))
     torch.manual_seed(0)
-    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=1, vocab_size=len(tokenizer))  # fmt: skip
+    config = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=len(tokenizer),
+    )
     model = get_peft_model(AutoModelForCausalLM.from_config(config), LoraConfig(r=2, target_modules="all-linear"))
     g = torch.Generator().manual_seed(1)
     rows = [{"input_ids": torch.randint(1, 64, (n,), generator=g).tolist()} for n in (9, 5, 12, 7)]
-    sft = SFTConfig(output_dir=str(tmp_path / f"out-{step_metrics}"), per_device_train_batch_size=4, max_steps=1,
-                    report_to="none", save_strategy="no", use_cpu=True, **args)  # fmt: skip
+    sft = SFTConfig(
+        output_dir=str(tmp_path / f"out-{step_metrics}"),
+        per_device_train_batch_size=4,
+        max_steps=1,
+        report_to="none",
+        save_strategy="no",
+        use_cpu=True,
+        **args,
+    )
     cls = sft_trainer_class(step_metrics)
-    trainer = cls(model=model, args=sft, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                  data_collator=collator)  # fmt: skip
+    trainer = cls(
+        model=model, args=sft, train_dataset=Dataset.from_list(rows), processing_class=tokenizer, data_collator=collator
+    )
     batch = collator(rows)
     return trainer, batch
 
@@ -64,7 +78,9 @@ def test_same_loss_and_gradients_as_trl_without_the_per_step_reads(tmp_path):
         for name in trl_grads:
             torch.testing.assert_close(lean_grads[name], trl_grads[name])
     assert "entropy" in trl_trainer._metrics["train"] and "mean_token_accuracy" in trl_trainer._metrics["train"]
-    assert "entropy" not in lean_trainer._metrics["train"] and "mean_token_accuracy" not in lean_trainer._metrics["train"]
+    assert (
+        "entropy" not in lean_trainer._metrics["train"] and "mean_token_accuracy" not in lean_trainer._metrics["train"]
+    )
 
 
 def test_evaluation_and_other_losses_stay_trls(tmp_path):
