@@ -26,9 +26,9 @@ recomputations and where its saved tensors live.
 from __future__ import annotations
 
 import functools
-import re
 from typing import TYPE_CHECKING, Any
 
+from peftbench import memory
 from peftbench.errors import InputError
 
 if TYPE_CHECKING:
@@ -43,19 +43,14 @@ class PlanError(InputError):
 
 
 def parse_plan(plan: str, field: str = "profile.checkpointing") -> tuple[int, bool]:
-    """(every how many layers one is checkpointed, 0 for none; whether the kept inputs go to host memory)."""
-    text = str(plan)
-    if text == "off":
-        return 0, False
-    if text == "all":
-        return 1, False
-    if text == "all_offload":
-        return 1, True
-    match = re.fullmatch(r"every_(\d+)", text)
-    if match and int(match.group(1)) >= 2:
-        return int(match.group(1)), False
-    hint = " (every_1 is `all`)" if text == "every_1" else ""
-    raise PlanError(f"{field}: `{text}` is not a checkpointing plan{hint}. Use {PLANS_HELP}.")
+    """(every how many layers one is checkpointed, 0 for none; whether the kept inputs go to host memory): the one
+    grammar of memory.parse_plan, with the field named in the error."""
+    try:
+        every, offload = memory.parse_plan(plan)
+    except memory.PlanError:
+        hint = " (every_1 is `all`)" if str(plan) == "every_1" else ""
+        raise PlanError(f"{field}: `{plan}` is not a checkpointing plan{hint}. Use {PLANS_HELP}.") from None
+    return every or 0, offload
 
 
 def is_plan(value: object) -> bool:
@@ -71,10 +66,7 @@ def normalised(value: object) -> object:
     return "off" if value is False else value
 
 
-def checkpointed_layers(plan: str, layers: int) -> list[int]:
-    """Indices of the decoder layers a plan checkpoints (layer i when i % n == 0, as transformers' every_n_layers)."""
-    every, _ = parse_plan(plan)
-    return [i for i in range(layers) if every and i % every == 0]
+checkpointed_layers = memory.checkpointed_layers  # transformers' every_n_layers rule, one copy
 
 
 def decoder_layers(model: nn.Module) -> list[nn.Module]:
