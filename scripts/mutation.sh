@@ -50,14 +50,15 @@ work=
 trap '[ -z "$work" ] || rm -rf "$work"' EXIT
 for module in "${modules[@]}"; do
     work=$(mktemp -d)
-    git ls-files -z peftbench tests recipes pyproject.toml results/h100 | xargs -0 -I{} cp --parents {} "$work"
+    git ls-files -z peftbench tests recipes pyproject.toml results/h100 ':(glob)results/h200/**/record.json' |
+        xargs -0 -I{} cp --parents {} "$work"
     cp -r --parents $(git ls-files --others --exclude-standard peftbench tests) "$work" 2>/dev/null || true
     cat >>"$work/pyproject.toml" <<EOF
 
 [tool.mutmut]
 source_paths = ["peftbench"]
 only_mutate = ["peftbench/$module.py"]
-also_copy = ["recipes", "results/h100"]  # the measured peaks the memory tests read
+also_copy = ["recipes", "results/h100", "results/h200"]  # the measured peaks the memory tests read (h200: records only)
 pytest_add_cli_args_test_selection = [$(tests_for "$module")]
 pytest_add_cli_args = ["-q", "-p", "no:randomly", "-W", "ignore"]
 EOF
