@@ -19,6 +19,7 @@ from peftbench import memory, methods, metrics, models
 REPO = Path(__file__).resolve().parents[1]
 FIXTURE = Path(__file__).parent / "fixtures" / "measured_peaks.csv"
 RESULTS = REPO / "results"
+GIB = 1024**3
 # The measured points used each method's shipped hyperparameters; these are the ones the memory model reads.
 METHOD_OPTIONS = {
     "lora": {"r": 16},
@@ -410,3 +411,60 @@ def test_bitfit_full_and_prompt_tuning_states_and_tokens_on_llama2_7b_by_hand():
     assert fused["predicted_activations_gib"] * gib == pytest.approx(
         32 * 4096 * (16 * 4096 + 2 * 11008 + 2 * (3 * 4096 + 11008))
     )
+
+
+# -- memory.predict's own contract, called directly (methods.predict_memory always passes every argument) -----------
+def test_predict_reports_what_it_does_not_model_and_its_defaults():
+    from peftbench.methods import REGISTRY
+
+    tiny = arch("tiny_llama")
+    shape = memory.shape_of(tiny)
+    unknown = memory.predict(tiny, REGISTRY["frod"], {"name": "frod"}, None, 64, 2, True)
+    assert unknown == {
+        "predicted_trainable_params": None,
+        "predicted_peak_gib": None,
+        "memory_model": "not modelled: what method=frod trains depends on the weights' values",
+    }
+    loha = memory.predict(tiny, REGISTRY["loha"], {"name": "loha"}, 1000, 64, 2, True)
+    assert loha["predicted_peak_gib"] is None and loha["predicted_trainable_params"] == 1000
+    assert loha["memory_model"] == "not modelled: no measured activation pattern for method=loha"
+    params = shape.linear_params + shape.other_params
+    assert loha["predicted_weights_gib"] * GIB == pytest.approx(2 * params)  # bf16 weights, in GiB
+    assert loha["predicted_trainable_states_gib"] * GIB == pytest.approx(16 * 1000)  # fp32 adapter + AdamW
+    lora = {"name": "lora"}
+    plain = memory.predict(tiny, REGISTRY["lora"], lora, 1000, 64, 2, True)
+    assert plain["memory_model"] == "modelled"
+    explicit = memory.predict(tiny, REGISTRY["lora"], lora, 1000, 64, 2, True, False, False, None, False)
+    assert plain == explicit  # the defaults: no fused kernels, fp32 adapters, plan from the flag, not compiled
+    prompt = memory.predict(tiny, REGISTRY["prompt_tuning"], {"name": "prompt_tuning"}, 1000, 64, 2, False)
+    sixteen = memory.predict(
+        tiny, REGISTRY["prompt_tuning"], {"name": "prompt_tuning", "num_virtual_tokens": 16}, 1000, 64, 2, False
+    )
+    assert prompt == sixteen  # PEFT's own default: 16 virtual tokens
+
+
+def test_optim_args_are_read_as_transformers_reads_them_and_set_galore_states():
+    from peftbench.methods import REGISTRY
+
+    assert memory.parse_optim_args(None) == {} and memory.parse_optim_args("") == {}
+    assert memory.parse_optim_args("rank = 64, proj=random,scale=0.25") == {
+        "rank": "64",
+        "proj": "random",
+        "scale": "0.25",
+    }
+    # one linear 200 -> 300, 10 other parameters; GaLore rank r: 2 * (60000 + 10) + min(r, 200) * (2 * 200 + 4 * 300)
+    # + 4 * 10 bytes (transformers' default rank: 128)
+    shape = memory.Shape(
+        layers=1,
+        hidden=200,
+        intermediate=300,
+        vocab=2,
+        kv_hidden=200,
+        linear_params=60_000,
+        other_params=10,
+        linear_shapes=[(200, 300)],
+    )
+    galore = REGISTRY["full_galore"]
+    ranked = {"name": "full_galore", "train_args": {"optim_args": "rank=2, update_proj_gap=200"}}
+    assert memory.state_bytes(shape, galore, ranked, 60_010, False) == 120_020 + 2 * 1600 + 40
+    assert memory.state_bytes(shape, galore, {"name": "full_galore"}, 60_010, False) == 120_020 + 128 * 1600 + 40
