@@ -76,6 +76,11 @@ def parse_plan(plan: str) -> tuple[int | None, bool]:
     )
 
 
+def checkpoints_any(plan: str) -> bool:
+    """Whether a plan checkpoints any decoder layer (every plan but `off`)."""
+    return parse_plan(plan)[0] is not None
+
+
 def checkpointed_layers(plan: str, layers: int) -> list[int]:
     """Indices of the decoder layers a plan checkpoints: transformers' every_n_layers rule, `index % n == 0`."""
     every, _ = parse_plan(plan)

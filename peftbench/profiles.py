@@ -261,7 +261,7 @@ def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
     info.update(fields)
     reason = point.method.no_checkpointing
     checkpoints = (
-        regional.parse_plan(plan)[0] > 0
+        memory.checkpoints_any(plan)
         if plan is not None
         else out.get("gradient_checkpointing", point.cfg.train.get("gradient_checkpointing"))
     )

@@ -165,7 +165,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
             if record["checkpointed_layers"]
             else "off"
         )
-    checkpointing = bool(args.gradient_checkpointing) if plan is None else regional.parse_plan(plan)[0] > 0
+    checkpointing = bool(args.gradient_checkpointing) if plan is None else memory.checkpoints_any(plan)
     if engine.modelled:  # the memory model describes stock PEFT (+ Liger); unsloth's offloading is not modelled
         record.update(
             methods.predict_memory(
