@@ -251,6 +251,14 @@ def option_name(key: str, named: bool) -> str:
     return key.split(".")[0] if named else key.split(".")[-1]
 
 
+def schema_drift(configs: list[dict[str, Any]], idx: list[int], key: str) -> bool:
+    """An option some of these records lack while the rest hold one value for it: added to the recipes after the
+    older runs, at its default. It tells no setups apart, so it names no variant (not `enforce_budget=False` against
+    `enforce_budget=-`): such variants get their config hash instead."""
+    present = {configs[i][key] for i in idx if key in configs[i]}
+    return len(present) == 1 and any(key not in configs[i] for i in idx)
+
+
 def variant_labels(frame, configs: list[dict[str, Any]], most: int = 4) -> list[str]:
     """`lora`, or `lora (r=32)` when one method ran with several configs on one model and GPU: name what differs.
 
@@ -264,7 +272,7 @@ def variant_labels(frame, configs: list[dict[str, Any]], most: int = 4) -> list[
         if len(variants) < 2:
             continue
         keys = sorted({k for i in idx for k in configs[i]})
-        differ = [k for k in keys if len({configs[i].get(k) for i in idx}) > 1]
+        differ = [k for k in keys if len({configs[i].get(k) for i in idx}) > 1 and not schema_drift(configs, idx, k)]
         told = lambda chosen: len({tuple(configs[i].get(k) for k in chosen) for i in variants.values()})  # noqa: E731, B023 - used in this iteration only
         chosen = [k for k in differ if k.endswith(".name")]  # a group's choice (profile=fast) says it first
         while told(chosen) < len(variants) and len(chosen) < most:

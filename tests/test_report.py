@@ -165,6 +165,25 @@ def test_variants_of_one_method_are_not_averaged(tmp_path):
     assert [r[1] for r in rows] == ["lora (r=32)", "lora (r=8)"]
 
 
+def test_an_option_older_records_lack_names_no_variant(tmp_path):
+    """Two runs of one setup, the newer record holding an option added since (at one value): not `x=False` against
+    `x=-`; what tells them apart is only their config, so each is named by its hash. A real difference (r) is still
+    named."""
+    results = tmp_path / "r"
+    old, new, r32 = (fake("lora", 0, H100, score=s) for s in (0.5, 0.6, 0.7))
+    new["run_id"] += "-new"
+    new["config"]["profile"] = {"enforce_budget": False}
+    r32["run_id"] += "-r32"
+    r32["config"]["method"]["r"] = 32
+    r32["config"]["profile"] = {"enforce_budget": False}
+    for rec in (old, new, r32):
+        records.write_record(results, rec)
+    labels = [r[1] for r in table_rows(report.write_report(results)["md"].read_text())]
+    assert not any("enforce_budget" in label for label in labels), labels
+    assert re.fullmatch(r"lora \(r=32, config [0-9a-f]{6,}\)", labels[0]), labels
+    assert len(set(labels[1:])) == 2 and all(re.fullmatch(r"lora \(r=16, config [0-9a-f]{6,}\)", x) for x in labels[1:])
+
+
 def test_pareto_front():
     # (memory, score): lower memory and higher score are better; (3, 0.5) is beaten by (2, 0.6)
     points = [(1.0, 0.4), (2.0, 0.6), (3.0, 0.5), (4.0, 0.9)]
