@@ -166,6 +166,11 @@ def main() -> None:
         app()
     except SystemExit as exc:  # Hydra reports a config it cannot compose and exits 1; no point ran, so it is a refusal
         if exc.code == 1 and not sweep.STATUSES:
+            from peftbench.override_hint import hint
+
+            text = hint(sys.argv[1:])  # after Hydra's own message: the option it could not set, and the fix
+            if text:
+                print("\n".join(f"peftbench: {line}" for line in text.splitlines()), file=sys.stderr, flush=True)
             sys.exit(sweep.EXIT_REFUSED)
         raise
     sys.exit(exit_code(sweep.STATUSES))

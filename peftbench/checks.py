@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from peftbench.errors import InputError
-from peftbench.regional import COMPILE_MODES, is_plan
+from peftbench.regional import COMPILE_MODES
 
 
 class ConfigError(InputError):
@@ -68,12 +68,7 @@ RULES: list[Rule] = [
     ("run.skip_predicted_oom", lambda v: isinstance(v, bool), "true or false"),
     ("profile.trl_step_metrics", lambda v: isinstance(v, bool), "true or false"),
     ("profile.compile", lambda v: v is False or v in COMPILE_MODES, "`regional` or `off`"),
-    (
-        "profile.checkpointing",
-        lambda v: v is False or v == "auto" or is_plan(v),
-        "`auto` or a checkpointing plan: `off`, `every_<n>` (n >= 2), `all`, `all_offload` (null: the train group's "
-        "gradient_checkpointing)",
-    ),
+    # profile.checkpointing: profiles.check_plan_options (planner.check_plan), which `peftbench plan` runs too
     ("profile.compile_dynamic", lambda v: isinstance(v, bool), "true, false, or null (static for fixed-length rows)"),
     ("profile.compile_backend", lambda v: isinstance(v, str) and bool(v), "a torch.compile backend name (inductor)"),
     ("data.max_length_policy", lambda v: v in ("error", "warn", "drop"), "`error`, `warn` or `drop`"),

@@ -73,8 +73,9 @@ def parse_plan(plan: str) -> tuple[int | None, bool]:
         return 1, True
     if text.startswith("every_") and text[6:].isdigit() and int(text[6:]) >= 2:
         return int(text[6:]), False
+    hint = " (every_1 is `all`)" if text == "every_1" else ""
     raise PlanError(
-        f"`{text}` is not a checkpointing plan: use off, every_<n> (n >= 2: every n-th decoder layer "
+        f"`{text}` is not a checkpointing plan{hint}: use off, every_<n> (n >= 2: every n-th decoder layer "
         f"checkpointed), all, or all_offload (all, with the saved layer inputs in pinned host memory)"
     )
 

@@ -89,7 +89,8 @@ def check_plan(plan: str, field_name: str = "profile.checkpointing") -> None:
         memory.parse_plan(plan)
     except memory.PlanError as exc:
         raise PlanInputError(
-            f"{field_name}: {exc}, or `auto` to let the planner choose the fastest that fits profile.memory_budget_gib."
+            f"{field_name}: {exc}, or `auto` to let the planner choose the fastest that fits profile.memory_budget_gib "
+            f"(null: the train group's gradient_checkpointing). Set it with {field_name}=all, for example."
         ) from None
 
 

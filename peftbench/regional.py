@@ -53,14 +53,6 @@ def parse_plan(plan: str, field: str = "profile.checkpointing") -> tuple[int, bo
     return every or 0, offload
 
 
-def is_plan(value: object) -> bool:
-    try:
-        parse_plan(str(value))
-    except PlanError:
-        return False
-    return True
-
-
 def normalised(value: object) -> object:
     """YAML reads a bare `off` as false: `profile.compile: off` and `profile.checkpointing: off` mean "off"."""
     return "off" if value is False else value

@@ -278,8 +278,15 @@ CASES = [
     ("unknown method option", ["method=lorra"], "method"),
     ("unknown model option", ["model=tiny_lama"], "model"),
     ("unknown data option", ["data=gsm9k"], "data"),
-    ("train key typo (struct)", ["train.max_stpes=3"], "train.max_stpes"),
-    ("method key typo (struct)", ["method.lora_alpah=3"], "method.lora_alpah"),
+    # Hydra's "To append to your config use +train.max_stpes=3" is the wrong fix for a typo: peftbench names the option
+    ("train key typo (struct)", ["train.max_stpes=3"], ("train.max_stpes", "Did you mean `train.max_steps`?")),
+    ("method key typo (struct)", ["method.lora_alpah=3"], ("method.lora_alpah", "Did you mean `method.lora_alpha`?")),
+    (
+        "an option of another profile",
+        ["profile.memory_budget_gib=21.6"],
+        ("profile=default has no option `memory_budget_gib`", "`profile=fast profile.memory_budget_gib=21.6`"),
+    ),
+    ("a new nested key", ["model.foo.bar=1"], ("model=tiny_llama has no option `foo`", "`+model.foo.bar=1`")),
     ("appended train key typo", ["+train.max_stpes=3"], "train.max_stpes"),
     ("appended method key typo", ["+method.lora_alpah=3"], "method.lora_alpah"),
     ("unbraced template on the command line", ["data.mapping.prompt=Q: {sentence}"], "data.mapping.prompt"),

@@ -41,11 +41,6 @@ CASES = [
     ("run.skip_predicted_oom", [True, False], ["yes", 1]),
     ("profile.trl_step_metrics", [True, False], ["false", 0]),
     ("profile.compile", ["regional", "off", False], ["fast", True, 1]),
-    (
-        "profile.checkpointing",
-        ["auto", "off", False, "every_2", "every_12", "all", "all_offload"],
-        ["every_1", "every_x", "none", True, 3],
-    ),
     ("profile.compile_dynamic", [True, False], ["yes", 1]),
     ("profile.compile_backend", ["inductor", "aot_eager"], ["", 3]),
     ("data.max_length_policy", ["error", "warn", "drop"], ["truncate", "Error", True]),

@@ -19,7 +19,19 @@ LAYERS = [
     ("orchestration", {"runner", "console"}),
     (
         "building blocks",
-        {"engines", "profiles", "evaluate", "base_row", "data", "models", "checks", "gpu_slots", "point", "validation"},
+        {
+            "engines",
+            "profiles",
+            "evaluate",
+            "base_row",
+            "data",
+            "models",
+            "checks",
+            "gpu_slots",
+            "point",
+            "validation",
+            "override_hint",
+        },
     ),
     ("measurement", {"callback", "profiling", "trainer", "identity", "quantize", "regional"}),
     (

@@ -225,6 +225,23 @@ def test_llama3_8b_lora_on_24gb_and_a_fixed_plan_that_does_not_fit():
     assert f"plan {choice.plan} would fit" in fixed.warning() and "profile.checkpointing=" in fixed.warning()
 
 
+@pytest.mark.parametrize("value", ["auto", "off", False, "every_2", "every_12", "all", "all_offload", None])
+def test_checkpointing_plans_are_accepted(value):
+    """The one check of profile.checkpointing (a run's validation and `peftbench plan` both call it); None: the
+    train group's gradient_checkpointing decides."""
+    profiles.check_plan_options({"name": "fast", "checkpointing": value})
+
+
+@pytest.mark.parametrize("value", ["every_1", "every_x", "none", True, 3, "every_0", "all_offloads"])
+def test_checkpointing_non_plans_are_refused_naming_the_field_and_the_fix(value):
+    with pytest.raises(profiles.InputError) as info:
+        profiles.check_plan_options({"name": "fast", "checkpointing": value})
+    text = str(info.value)
+    assert text.startswith("profile.checkpointing: ") and f"`{value}` is not a checkpointing plan" in text
+    assert "every_<n> (n >= 2" in text and "Set it with profile.checkpointing=all" in text
+    assert ("every_1 is `all`" in text) == (value == "every_1")
+
+
 @pytest.mark.parametrize(
     "override,field",
     [
