@@ -496,3 +496,48 @@ def test_optim_args_are_read_as_transformers_reads_them_and_set_galore_states():
     ranked = {"name": "full_galore", "train_args": {"optim_args": "rank=2, update_proj_gap=200"}}
     assert memory.state_bytes(shape, galore, ranked, 60_010, False) == 120_020 + 2 * 1600 + 40
     assert memory.state_bytes(shape, galore, {"name": "full_galore"}, 60_010, False) == 120_020 + 128 * 1600 + 40
+
+
+@pytest.mark.parametrize(
+    "states,bf16,per_param",
+    [
+        ("adapter", False, 4),  # fp32 adapters: an fp32 gradient
+        ("adapter", True, 2),  # bf16 adapters (TRL's QLoRA, profile=fast LoRA): a bf16 gradient
+        ("adamw_bf16", False, 2),  # the model's own bf16 weights: bf16 gradients
+        ("added_bf16", False, 2),  # BitFit's bf16 biases
+        ("adamw_8bit", False, 2),  # 8-bit moments, but a bf16 gradient
+        ("paged", False, 2),  # paged AdamW: the moments outside the allocator, the bf16 gradient in it
+    ],
+)
+def test_gradient_bytes_per_trained_parameter_by_hand(states, bf16, per_param):
+    """The gradients within the states, which the peak counts against the activations (the larger of the two)."""
+    from types import SimpleNamespace
+
+    shape = memory.shape_of(arch("tiny_llama"))
+    method = SimpleNamespace(states=states)
+    assert memory.gradient_bytes(shape, method, 1000, bf16) == per_param * 1000
+    galore = SimpleNamespace(states="galore")  # every parameter keeps its bf16 gradient, trained count aside
+    params = shape.linear_params + shape.other_params
+    assert memory.gradient_bytes(shape, galore, 1000, bf16) == 2 * params
+    assert memory.gradient_bytes(shape, SimpleNamespace(states="apollo"), 7, bf16) == 2 * params
+
+
+def test_the_peak_holds_the_larger_of_gradients_and_activations():
+    """Full fine-tuning on the tiny Llama (3,219,776 bf16 parameters: 6.4 MB of gradients) against 128 tokens of
+    activations (0.5 MB checkpointed, 1.0 MB not): the gradients are the larger, so the peak is weights + states,
+    the activations adding nothing; at 16 x the tokens without checkpointing (15.7 MB) the activations are the
+    larger, and the gradients add nothing."""
+    from peftbench.methods import REGISTRY
+
+    config, full = arch("tiny_llama"), REGISTRY["full"]
+    shape = memory.shape_of(config)
+    params = shape.linear_params + shape.other_params
+    for gc in (True, False):
+        small = memory.predict(config, full, {"name": "full"}, params, 64, 2, gc)
+        assert small["predicted_gradients_gib"] * GIB == 2 * params
+        assert small["predicted_activations_gib"] * GIB < 2 * params
+        assert small["predicted_peak_gib"] * GIB == pytest.approx(1.05 * (2 * params + 6 * params))
+    big = memory.predict(config, full, {"name": "full"}, params, 1024, 2, False)
+    acts = big["predicted_activations_gib"] * GIB
+    assert acts > 2 * params
+    assert big["predicted_peak_gib"] * GIB == pytest.approx(1.05 * (2 * params + 4 * params + acts))
