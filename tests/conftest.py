@@ -41,6 +41,48 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+# The longest tests (each a minute or tens of seconds of real CLI subprocesses, measured on the 2-core machine),
+# run first. With `--dist loadgroup` (the README's test command) xdist hands a worker one test at a time as it
+# frees up, so starting with these lets the short ones fill in around them and both workers finish together; in
+# collection order one of them started last and the other worker sat idle. Ordering only: a name that no longer
+# matches a test just means that test keeps its place. Tests sharing an expensive module fixture carry an
+# `xdist_group` mark instead (tests/test_scrub.py), so one worker runs them all and the fixture is built once.
+LONGEST_FIRST = (
+    "tests/test_faults.py::test_kill_at_each_phase_then_resume_cleans_and_completes",
+    "tests/test_reliability.py::test_two_concurrent_sweeps_into_one_folder_land_every_row_and_no_secret",
+    "tests/test_scale.py::test_two_rank_ddp_run_writes_one_aggregated_record",
+    "tests/test_scale.py::test_parallel_sweep_lands_in_one_table_with_exit_code",
+    "tests/test_engines.py::test_sweep_with_an_unrunnable_point_writes_a_skipped_row_and_exits_3",
+    "tests/test_gguf_cache.py::test_tokenizer_and_config_never_dequantize",
+    "tests/test_console.py::test_two_point_sweep_console",
+    "tests/test_reliability.py::test_exit_codes_say_whether_any_point_failed",
+    "tests/test_callback.py::test_trl_sft_script_unchanged_under_peftbench_measure",
+    "tests/test_bad_input.py::test_bad_input_names_the_field[unknown eval task]",
+    "tests/test_bad_input.py::test_cli_single_run_bad_option_is_an_invalid_row_exit_1",
+    "tests/test_config.py::test_recipes_resolve_from_an_installed_wheel",
+    "tests/test_planner.py::test_plan_subcommand_prints_the_hand_computed_peaks",
+    "tests/test_bad_input.py::test_cli_sweep_refused_before_any_model_loads",
+    "tests/test_gguf_cache.py::test_conversion_lock_serializes_and_clears_stale_temps",
+    "tests/test_evaluate.py::test_trained_point_is_scored_with_a_delta_over_the_cached_base_row",
+    "tests/test_evaluate.py::test_forgetting_check_scores_a_second_task_before_and_after",
+    "tests/test_faults.py::test_points_recorded_oom_or_invalid_run_again_and_a_failed_forced_rerun_is_recorded",
+    "tests/test_reliability.py::test_resume_skips_ok_reruns_failed_and_force_reruns",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """LONGEST_FIRST's tests first, in its order (a parametrized test: all its cases); the rest as collected."""
+
+    def rank(item) -> int:
+        nodeid = item.nodeid
+        for i, name in enumerate(LONGEST_FIRST):
+            if nodeid == name or nodeid.startswith(name + "["):
+                return i
+        return len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: equal ranks keep their collection order
+
+
 def pytest_collection_finish(session):
     """Move what collection imported (torch, transformers, TRL, PEFT, lm-eval: about half a million objects) out of
     the garbage collector's reach: a full collection, which the runner and accelerate's `free_memory` ask for after
