@@ -46,7 +46,8 @@ def pytest_configure(config):
 # frees up, so starting with these lets the short ones fill in around them and both workers finish together; in
 # collection order one of them started last and the other worker sat idle. Ordering only: a name that no longer
 # matches a test just means that test keeps its place. Tests sharing an expensive module fixture carry an
-# `xdist_group` mark instead (tests/test_scrub.py), so one worker runs them all and the fixture is built once.
+# `xdist_group` mark instead, so one worker runs them all and the fixture is built once (tests/test_scrub.py); so do
+# the tests that make lm-eval index its whole task registry (REGISTRY: about 16 s, once a process).
 LONGEST_FIRST = (
     "tests/test_faults.py::test_kill_at_each_phase_then_resume_cleans_and_completes",
     "tests/test_reliability.py::test_two_concurrent_sweeps_into_one_folder_land_every_row_and_no_secret",
@@ -70,13 +71,16 @@ LONGEST_FIRST = (
 )
 
 
+REGISTRY = pytest.mark.xdist_group("lm-eval-registry")  # evaluate.registry_task_names, cached once a process
+
+
 def pytest_collection_modifyitems(config, items):
     """LONGEST_FIRST's tests first, in its order (a parametrized test: all its cases); the rest as collected."""
 
     def rank(item) -> int:
         nodeid = item.nodeid
         for i, name in enumerate(LONGEST_FIRST):
-            if nodeid == name or nodeid.startswith(name + "["):
+            if nodeid == name or nodeid.startswith((name + "[", name + "@")):  # `@group`: xdist's loadgroup suffix
                 return i
         return len(LONGEST_FIRST)
 
