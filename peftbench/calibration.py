@@ -8,7 +8,7 @@ record. A rate holds for the libraries of its run (results/h100/README.md, resul
 
 Fields that must match the point: gpu (planner.GPUS name), engine, method, model (shipped config name), data
 (`synthetic`: fixed-length rows), seq_len, micro_batch, plan (`own`: the engine's own checkpointing, unsloth's),
-liger (Liger's kernels on), bf16_adapters, compiled (regional torch.compile, profile=fast: H200 runs 24-26).
+liger (Liger's kernels on), bf16_adapters, compiled (regional torch.compile, profile=fast: H200 runs 24-26 and 32).
 """
 
 from __future__ import annotations
@@ -693,6 +693,36 @@ RATES: tuple[Rate, ...] = (
         12036.6,
         12.939,
         "h200/run26c/results/compile_qlora_every_2/qlora-llama2_7b-s0-9e5d2c1c",
+        compiled=True,
+    ),
+    _m(
+        "H200",
+        "peft",
+        "full",
+        "llama2_7b",
+        2048,
+        2,
+        "every_2",
+        False,
+        False,
+        10585.6,
+        50.432,
+        "h200/run32c/results/compile_full_every_2/full-llama2_7b-s0-c49c25d2",
+        compiled=True,
+    ),
+    _m(
+        "H200",
+        "peft",
+        "full",
+        "llama2_7b",
+        2048,
+        2,
+        "every_4",
+        False,
+        False,
+        11241.8,
+        51.228,
+        "h200/run32c/results/compile_full_every_4/full-llama2_7b-s0-7c25534d",
         compiled=True,
     ),
 )

@@ -26,10 +26,13 @@ Counts, in bytes:
     (torch.autograd.graph.save_on_cpu(pin_memory=True)); on the GPU stay one layer's recompute and one layer input
     in flight (the copy to or from the host); the inputs on the host (layers x 2h a token) are given apart as
     `predicted_host_pinned_gib`, never counted in the GPU peak;
+- gradients and activations never whole together: the backward makes a layer's gradients as it frees that layer's
+  activations, so the peak counts the larger of the two (`predicted_gradients_gib`, within the states), not their
+  sum; it matters for full fine-tuning, whose 6.7 G bf16 gradients are as large as its activations;
 - compiled decoder layers (regional torch.compile, `compiled=True`) are counted with the fused coefficients
   (ACT_H_FUSED, ACT_I_FUSED): Inductor's partitioner saves the inputs of its fused regions and recomputes the
-  pointwise ops, as Liger's kernels do. Checked against 13 compiled points of 7 methods and every plan on one H200
-  (results/h200 runs 24-26, tests/fixtures/measured_peaks.csv): -6.0% (QLoRA all_offload) to +7.7% (full, all);
+  pointwise ops, as Liger's kernels do. Checked against 51 measured peaks (tests/fixtures/measured_peaks.csv: H100
+  runs, H200 runs 19-32, 16 of them compiled, every plan): -8.4% (IA³ off with Liger) to +6.3% (QLoRA all);
 - the loss: nothing; TRL's SFTTrainer projects through the LM head in tiles (`add_fused_lm_head`) and never holds
   the (tokens x vocabulary) logits.
 """
@@ -177,12 +180,24 @@ STATE_BYTES = {
 }
 
 
+# Of those, the gradient's bytes (the one part the backward makes as it frees activations; see `predict`).
+GRAD_BYTES = {"adapter": 4, "adapter_bf16": 2, "adamw_bf16": 2, "added_bf16": 2, "adamw_8bit": 2, "paged": 2}
+
+
 def state_bytes(shape: Shape, method: Any, method_cfg: dict[str, Any], trainable: int, bf16_adapters: bool) -> float:
     if method.states in ("galore", "apollo"):
         optim_args = parse_optim_args((method_cfg.get("train_args") or {}).get("optim_args"))
         return low_rank_states(shape, int(optim_args.get("rank", 128)))  # 128: transformers' default for both
     key = "adapter_bf16" if method.states == "adapter" and bf16_adapters else method.states
     return trainable * STATE_BYTES[key]
+
+
+def gradient_bytes(shape: Shape, method: Any, trainable: int, bf16_adapters: bool) -> float:
+    """The gradients within `state_bytes`: GaLore/APOLLO keep every parameter's bf16 gradient (low_rank_states)."""
+    if method.states in ("galore", "apollo"):
+        return 2 * (shape.linear_params + shape.other_params)
+    key = "adapter_bf16" if method.states == "adapter" and bf16_adapters else method.states
+    return trainable * GRAD_BYTES[key]
 
 
 def extra_saved_per_token_layer(shape: Shape, pattern: str) -> float:
@@ -248,8 +263,15 @@ def predict(
     plan = plan if plan is not None else ("all" if gradient_checkpointing else "off")
     activations, host = plan_activations(plan, s.layers, per_layer, tokens * 2 * s.hidden)
     parts["activations"] = activations
+    gradients = gradient_bytes(s, method, trainable, bf16)
     out.update({f"predicted_{k}_gib": v / GIB for k, v in parts.items()})
-    out["predicted_peak_gib"] = sum(parts.values()) * ALLOCATOR_SLACK / GIB
+    out["predicted_gradients_gib"] = gradients / GIB
+    # The backward makes each layer's gradients as it frees that layer's activations (zero_grad leaves none from the
+    # step before), so the peak holds the larger of the two, not their sum: at the backward's start the activations
+    # and no gradients, at its end the gradients and no activations. It matters where both are large (full
+    # fine-tuning without checkpointing: 6.7 G bf16 gradients, 12.6 GiB, beside 16 GiB of activations).
+    overlap = min(activations, gradients)
+    out["predicted_peak_gib"] = (sum(parts.values()) - overlap) * ALLOCATOR_SLACK / GIB
     out["predicted_host_pinned_gib"] = host / GIB
     out["memory_model"] = "modelled"
     return out
