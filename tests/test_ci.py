@@ -33,7 +33,7 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert done.returncode == 0, done.stderr
     command = done.stdout.strip()
     assert command == readme_tests_command()
-    assert command.endswith("python -m pytest -q -n 2 --dist loadgroup") and 'pip install -e ".[test]"' in command
+    assert command.endswith("python -m pytest -q -n 2") and 'pip install -e ".[test]"' in command
     text = CI_RUN.read_text()
     assert "export CI=true" in text and 'eval "$command"' in text
 

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from peftbench import evaluate, models
 from peftbench.runner import run_point
 
-from .conftest import REGISTRY, SHARED_DATA, compose_recipe
+from .conftest import SHARED_DATA, compose_recipe
 
 GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
 needs_gsm8k = pytest.mark.skipif(  # CI has ../shared beside the clone: there a missing copy fails instead of skipping
@@ -132,7 +132,6 @@ def test_prompt_tuning_loglikelihood_skips_virtual_tokens():
     assert abs(unshifted - expected) > 0.1  # the check can tell the two apart
 
 
-@REGISTRY
 def test_unknown_task_fails_before_any_model_loads(tiny_cfg, monkeypatch):
     loaded = []
     monkeypatch.setattr(models, "load_model", lambda *a, **k: loaded.append("model"))
@@ -203,7 +202,6 @@ def test_forgetting_check_scores_a_second_task_before_and_after(tiny_cfg):
     assert record["forgetting_delta"] == pytest.approx(record["forgetting_score"] - base["forgetting_score"])
 
 
-@REGISTRY
 def test_shape_only_point_validates_without_lm_eval_installed(tiny_cfg, monkeypatch):
     """A GPU machine carrying no lm-eval can still run random-init points, whose evaluation is skipped anyway."""
     import importlib.util

@@ -92,7 +92,6 @@ def files(root: Path, pattern: str) -> list[Path]:
     return sorted(p for p in root.rglob(pattern) if p.is_file())
 
 
-@pytest.mark.xdist_group("scrub-runs")  # one worker runs every case: the two CLI runs of `runs` happen once
 @pytest.mark.parametrize("case", list(CASES))
 def test_secret_is_gone_from_record_table_logs_and_hydra_dumps(runs, case):
     root, trained, invalid = runs
