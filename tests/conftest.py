@@ -41,6 +41,68 @@ def pytest_configure(config):
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
+# The longest tests (each a minute or tens of seconds of real CLI subprocesses, measured on the 2-core machine),
+# run first: with the scheduler below, a worker takes one test at a time as it frees up, so the short ones fill in
+# around these and both workers finish together (in collection order the longest started late while the other
+# worker ran out of tests). Ordering only: a name that no longer matches a test just keeps its place.
+LONGEST_FIRST = (
+    "tests/test_faults.py::test_kill_at_each_phase_then_resume_cleans_and_completes",
+    "tests/test_reliability.py::test_two_concurrent_sweeps_into_one_folder_land_every_row_and_no_secret",
+    "tests/test_scale.py::test_two_rank_ddp_run_writes_one_aggregated_record",
+    "tests/test_scale.py::test_parallel_sweep_lands_in_one_table_with_exit_code",
+    "tests/test_engines.py::test_sweep_with_an_unrunnable_point_writes_a_skipped_row_and_exits_3",
+    "tests/test_gguf_cache.py::test_tokenizer_and_config_never_dequantize",
+    "tests/test_console.py::test_two_point_sweep_console",
+    "tests/test_reliability.py::test_exit_codes_say_whether_any_point_failed",
+    "tests/test_callback.py::test_trl_sft_script_unchanged_under_peftbench_measure",
+    "tests/test_bad_input.py::test_cli_single_run_bad_option_is_an_invalid_row_exit_1",
+    "tests/test_config.py::test_recipes_resolve_from_an_installed_wheel",
+    "tests/test_planner.py::test_plan_subcommand_prints_the_hand_computed_peaks",
+    "tests/test_bad_input.py::test_cli_sweep_refused_before_any_model_loads",
+    "tests/test_gguf_cache.py::test_conversion_lock_serializes_and_clears_stale_temps",
+    "tests/test_evaluate.py::test_trained_point_is_scored_with_a_delta_over_the_cached_base_row",
+    "tests/test_evaluate.py::test_forgetting_check_scores_a_second_task_before_and_after",
+    "tests/test_faults.py::test_points_recorded_oom_or_invalid_run_again_and_a_failed_forced_rerun_is_recorded",
+    "tests/test_reliability.py::test_resume_skips_ok_reruns_failed_and_force_reruns",
+)
+# Tests that one worker runs one after another, because they share what is expensive to make once a process: the
+# scrub cases' module fixture (two CLI runs), and lm-eval's whole task registry (about 16 s to index, cached once a
+# process by evaluate.registry_task_names). A group is handed out as one unit, before the single tests.
+TOGETHER = {
+    "tests/test_scrub.py::test_secret_is_gone_from_record_table_logs_and_hydra_dumps[": "scrub runs",
+    "tests/test_bad_input.py::test_bad_input_names_the_field[unknown eval task]": "lm-eval registry",
+    "tests/test_evaluate.py::test_unknown_task_fails_before_any_model_loads": "lm-eval registry",
+    "tests/test_evaluate.py::test_shape_only_point_validates_without_lm_eval_installed": "lm-eval registry",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    """LONGEST_FIRST's tests first, in its order (a parametrized test: all its cases); the rest as collected."""
+
+    def rank(item) -> int:
+        for i, name in enumerate(LONGEST_FIRST):
+            if item.nodeid == name or item.nodeid.startswith(name + "["):
+                return i
+        return len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: equal ranks keep their collection order
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Under `-n N` with xdist's default `--dist load`: one test (or one TOGETHER group) at a time to whichever worker
+    has fewer than about two waiting, in the order above. xdist's own `load` sends the first quarter of the tests in
+    two fixed blocks, and lets a module fixture be built on both workers. Another `--dist` keeps xdist's own."""
+    if config.getoption("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class OneAtATime(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return next((group for prefix, group in TOGETHER.items() if nodeid.startswith(prefix)), nodeid)
+
+    return OneAtATime(config, log)
+
+
 def pytest_collection_finish(session):
     """Move what collection imported (torch, transformers, TRL, PEFT, lm-eval: about half a million objects) out of
     the garbage collector's reach: a full collection, which the runner and accelerate's `free_memory` ask for after
