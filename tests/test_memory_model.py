@@ -541,3 +541,19 @@ def test_the_peak_holds_the_larger_of_gradients_and_activations():
     acts = big["predicted_activations_gib"] * GIB
     assert acts > 2 * params
     assert big["predicted_peak_gib"] * GIB == pytest.approx(1.05 * (2 * params + 4 * params + acts))
+
+
+def test_checkpoints_any_and_the_bf16_adapters_gradient_and_galore_rank_above_a_side():
+    """Three of the f833d5a/581edb9 runs' surviving mutants, by hand: `off` checkpoints nothing; bf16 adapters
+    (profile=fast LoRA) keep bf16 gradients in the peak's accounting; GaLore's rank is capped by the linear's
+    smaller side, not only by its output."""
+    from peftbench.methods import REGISTRY
+
+    assert [memory.checkpoints_any(p) for p in ("off", "all", "every_2", "all_offload")] == [False, True, True, True]
+    config = arch("tiny_llama")
+    bf16 = memory.predict(config, REGISTRY["lora"], {"name": "lora"}, 1000, 64, 2, True, bf16_adapters=True)
+    fp32 = memory.predict(config, REGISTRY["lora"], {"name": "lora"}, 1000, 64, 2, True, bf16_adapters=False)
+    assert bf16["predicted_gradients_gib"] * GIB == 2 * 1000 and fp32["predicted_gradients_gib"] * GIB == 4 * 1000
+    shape = memory.Shape(1, 200, 300, 2, 200, 60_000, 10, [(200, 300)])
+    # rank 250 > the input side 200: 200 x (2 x 200 + 4 x 300) projected, not 250 x ...
+    assert memory.low_rank_states(shape, 250) == 2 * 60_010 + 200 * 1600 + 4 * 10
