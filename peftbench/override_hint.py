@@ -37,7 +37,11 @@ def plain_dotted_keys(argv: list[str]) -> tuple[list[str], list[str]]:
         if override.package is None and not arg.startswith(("+", "~")) and "." in key:
             check.append(arg)
         elif override.is_sweep_override():  # `-m method=lora,dora`: one of its choices composes the same keys
-            keep.append(f"{arg.partition('=')[0]}={next(iter(override.sweep_string_iterator()))}")
+            try:
+                first = next(iter(override.sweep_string_iterator()))
+            except Exception:  # noqa: BLE001 - `glob(*)` needs Hydra's config loader: no hint, Hydra's message stands
+                return [], []
+            keep.append(f"{arg.partition('=')[0]}={first}")
         else:
             keep.append(arg)
     return keep, check
@@ -62,7 +66,7 @@ def problem(cfg: Any, arg: str, root: Path) -> str | None:
     exists."""
     from omegaconf import DictConfig
 
-    key, _, value = arg.partition("=")
+    key = arg.partition("=")[0]
     parts = key.split(".")
     node = cfg
     for depth, part in enumerate(parts):

@@ -47,3 +47,5 @@ def test_no_hint_where_the_keys_exist_or_nothing_composes():
     assert override_hint.hint(["model=tiny_llama", "train.learning_rate=1e-4"]) is None
     assert override_hint.hint(["model=no_such_model", "train.learning_rte=1"]) is None  # Hydra's message stands
     assert override_hint.hint(["method=lora"]) is None
+    # a sweep Hydra expands only with its config loader: no hint (and no crash), Hydra's own message stands
+    assert override_hint.plain_dotted_keys(["method=glob(*)", "train.learning_rte=1"]) == ([], [])
