@@ -34,7 +34,6 @@ from peftbench.errors import InputError
 if TYPE_CHECKING:
     from torch import nn
 
-PLANS_HELP = "`off`, `every_<n>` (n >= 2), `all` or `all_offload`"
 COMPILE_MODES = ("regional", "off")
 
 
@@ -47,9 +46,8 @@ def parse_plan(plan: str, field: str = "profile.checkpointing") -> tuple[int, bo
     grammar of memory.parse_plan, with the field named in the error."""
     try:
         every, offload = memory.parse_plan(plan)
-    except memory.PlanError:
-        hint = " (every_1 is `all`)" if str(plan) == "every_1" else ""
-        raise PlanError(f"{field}: `{plan}` is not a checkpointing plan{hint}. Use {PLANS_HELP}.") from None
+    except memory.PlanError as exc:
+        raise PlanError(f"{field}: {exc}.") from None
     return every or 0, offload
 
 
