@@ -185,20 +185,23 @@ STATE_BYTES = {
 GRAD_BYTES = {"adapter": 4, "adapter_bf16": 2, "adamw_bf16": 2, "added_bf16": 2, "adamw_8bit": 2, "paged": 2}
 
 
+def states_key(method: Any, bf16_adapters: bool) -> str:
+    """The STATE_BYTES / GRAD_BYTES row of a method's `states` fact: an adapter trained in bf16 has its own."""
+    return "adapter_bf16" if method.states == "adapter" and bf16_adapters else method.states
+
+
 def state_bytes(shape: Shape, method: Any, method_cfg: dict[str, Any], trainable: int, bf16_adapters: bool) -> float:
     if method.states in ("galore", "apollo"):
         optim_args = parse_optim_args((method_cfg.get("train_args") or {}).get("optim_args"))
         return low_rank_states(shape, int(optim_args.get("rank", 128)))  # 128: transformers' default for both
-    key = "adapter_bf16" if method.states == "adapter" and bf16_adapters else method.states
-    return trainable * STATE_BYTES[key]
+    return trainable * STATE_BYTES[states_key(method, bf16_adapters)]
 
 
 def gradient_bytes(shape: Shape, method: Any, trainable: int, bf16_adapters: bool) -> float:
     """The gradients within `state_bytes`: GaLore/APOLLO keep every parameter's bf16 gradient (low_rank_states)."""
     if method.states in ("galore", "apollo"):
         return 2 * (shape.linear_params + shape.other_params)
-    key = "adapter_bf16" if method.states == "adapter" and bf16_adapters else method.states
-    return trainable * GRAD_BYTES[key]
+    return trainable * GRAD_BYTES[states_key(method, bf16_adapters)]
 
 
 def extra_saved_per_token_layer(shape: Shape, pattern: str) -> float:
