@@ -38,6 +38,10 @@ def pytest_configure(config):
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # lm_eval sets this when first imported (huggingface_hub reads it at import): set from the start, the
+    # environment every test hands its subprocesses is the same whichever tests ran before it in this process, and
+    # tests/warm_cli.py's launcher (started with that environment) can serve them all.
+    os.environ.setdefault("HF_XET_HIGH_PERFORMANCE", "1")
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 

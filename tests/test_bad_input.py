@@ -21,6 +21,7 @@ import pytest
 
 from peftbench import records, sweep
 from peftbench.point import Point, sft_config
+from tests import warm_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CLI = ["model=tiny_llama", "train=tiny", "sweep=none", "data.max_train_samples=32", "data.max_eval_samples=8"]
@@ -587,7 +588,7 @@ def _cli(tmp_path, *args):
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         *[a for a in args if not a.startswith("-")],
     ]
-    return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    return warm_cli.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_cli_sweep_refused_before_any_model_loads(tmp_path):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from peftbench.console import clock, result_line
+from tests import warm_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,7 +46,7 @@ def test_two_point_sweep_console(tmp_path):
         f"run.results_dir={tmp_path / 'results'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]
-    done = subprocess.run(
+    done = warm_cli.run(
         cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}
     )
     lines = (done.stdout + done.stderr).splitlines()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from peftbench.__main__ import exit_code
 from peftbench.report import write_report
 from peftbench.runner import run_id_for, run_point
 from peftbench.validation import validate
+from tests import warm_cli
 
 from .test_report import H100, fake
 
@@ -127,7 +127,7 @@ def test_sweep_with_an_unrunnable_point_writes_a_skipped_row_and_exits_3(tmp_pat
         f"run.results_dir={tmp_path / 'r'}",
         f"hydra.sweep.dir={tmp_path / 'h'}",
     ]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    done = warm_cli.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 3, done.stderr[-3000:]
     table = records.read_table(tmp_path / "r").set_index(["method", "engine"])
     assert table.loc[("lora", "peft"), "status"] == "ok" and table.loc[("ia3", "peft"), "status"] == "ok"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
 
 import pytest
 
 from peftbench import models
 from peftbench.runner import run_point
+from tests import warm_cli
+from tests.conftest import REPO
 
 
 @pytest.fixture
@@ -51,5 +53,6 @@ def test_bitfit_error_says_why_and_what_to_use(tiny_cfg, no_model_loads):
 )
 def test_cli_typos_fail_with_hydra_naming_the_key(args, needle):
     """Unknown method or recipe names and recipe key typos stop at composition, before anything runs."""
-    out = subprocess.run([sys.executable, "-m", "peftbench", *args], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = warm_cli.run([sys.executable, "-m", "peftbench", *args], env=env, capture_output=True, text=True)
     assert out.returncode == 2 and needle in out.stderr, out.stderr[-2000:]  # README: 2, refused before any point ran

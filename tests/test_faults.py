@@ -15,6 +15,7 @@ import pandas as pd
 
 from peftbench import records
 from peftbench.runner import run_point
+from tests import warm_cli
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEP = [
@@ -35,7 +36,7 @@ def cli(tmp_path: Path, results: Path, fault: str | None, *extra: str) -> subpro
     env.pop(records.FAULT_ENV, None)
     if fault:
         env[records.FAULT_ENV] = fault
-    return subprocess.run(
+    return warm_cli.run(
         [sys.executable, "-m", "peftbench", *SWEEP, f"run.results_dir={results}", *extra],
         cwd=tmp_path,
         env=env,
@@ -174,7 +175,7 @@ def test_malformed_command_line_exits_2(tmp_path):
     """README, exit codes: 2 when the command line is malformed (an unknown flag, an override Hydra cannot parse)."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for args in (["--no-such-flag"], ["-m", "method=lora,", "model=tiny_llama"]):
-        done = subprocess.run(
+        done = warm_cli.run(
             [sys.executable, "-m", "peftbench", *args],
             cwd=tmp_path,
             env=env,

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from peftbench import calibration, memory, models, planner, profiles
 from peftbench.point import Point
+from tests import warm_cli
 from tests.conftest import compose_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -315,15 +316,16 @@ def test_plan_refuses_bad_input_with_exit_2(capsys, argv, message):
 def test_plan_subcommand_prints_the_hand_computed_peaks():
     """`python -m peftbench plan` (dispatched as a subcommand, exit code passed through) on Llama-2-7B LoRA r16 fp32,
     seq 2048 x mb 2: the peaks of test_memory_model's hand arithmetic, x 1.05."""
-    import subprocess
+    import os
     import sys
 
-    done = subprocess.run(
+    done = warm_cli.run(
         [sys.executable, "-m", "peftbench", "plan", "+recipe=lora_7b", "--gpu", "h100"],
         capture_output=True,
         text=True,
         timeout=180,
         cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert done.returncode == 0, done.stderr[-2000:]
     layer, inp, rest = 1_222_639_616, 33_554_432, 13_476_831_232 + 39_976_960 * 16 - 39_976_960 * 4  # less the grads

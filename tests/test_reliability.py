@@ -19,6 +19,7 @@ import torch
 
 from peftbench import records, sweep
 from peftbench.runner import run_point
+from tests import warm_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_SWEEP = ["model=tiny_llama", "train=tiny", "data.max_train_samples=16", "data.max_eval_samples=4"]
@@ -39,7 +40,7 @@ def sweep_cmd(results: Path, methods: list[str], *extra: str) -> list[str]:
 
 def start(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
-    return subprocess.Popen(
+    return warm_cli.popen(
         cmd, cwd=cwd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True
     )
 
@@ -172,12 +173,10 @@ def test_exit_codes_say_whether_any_point_failed(tmp_path):
         "train.max_steps=1",
         f"run.results_dir={tmp_path / 'r'}",
     ]
-    done = subprocess.run([*base, "method=bitfit"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    done = warm_cli.run([*base, "method=bitfit"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-2000:]
     assert records.read_table(tmp_path / "r")["status"].tolist() == ["invalid"]
-    typo = subprocess.run(
-        [*base, "model=tiny_lama"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
-    )
+    typo = warm_cli.run([*base, "model=tiny_lama"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert typo.returncode == 2 and "Could not find 'model/tiny_lama'" in typo.stderr, typo.stderr[-2000:]
 
 

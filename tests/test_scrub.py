@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from peftbench import records
+from tests import warm_cli
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -54,7 +55,7 @@ KEY_CASES = {"secret key at depth", "secret key inside a list"}  # nested config
 def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_API_KEY": ENV_VALUE}
     env.pop("HF_TOKEN", None)
-    return subprocess.run(
+    return warm_cli.run(
         [sys.executable, "-m", "peftbench", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
 
