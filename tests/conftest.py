@@ -38,10 +38,17 @@ def pytest_configure(config):
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # lm_eval sets this when first imported (huggingface_hub reads it at import): set from the start, the
-    # environment every test hands its subprocesses is the same whichever tests ran before it in this process, and
-    # tests/warm_cli.py's launcher (started with that environment) can serve them all.
+    # Variables that libraries set in this process when a test first uses them, each to the value set here: lm_eval,
+    # threadpoolctl, and joblib or scikit-learn on import, torch's inductor when it first compiles (its default cache
+    # folder). Set from the start, the environment the tests hand their subprocesses is the same whichever tests ran
+    # before in this process, and tests/warm_cli.py's launcher (started with it; each of these is read at import)
+    # serves them all.
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     os.environ.setdefault("HF_XET_HIGH_PERFORMANCE", "1")
+    os.environ.setdefault("KMP_DUPLICATE_LIB_OK", "True")
+    os.environ.setdefault("KMP_INIT_AT_FORK", "FALSE")
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.abspath(default_cache_dir()))
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 
