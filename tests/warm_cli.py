@@ -24,6 +24,9 @@ How the child differs from a cold `python -m peftbench`, and what falls back to 
   at its start (PYTHON*, OMP_, KMP_, GOMP_, MKL_, OPENBLAS_, TORCH*, PYTORCH_, CUDA_, NCCL_, LD_, MALLOC_, the
   locale's LANG/LC_*). peftbench itself is not imported by the launcher: each child imports it fresh.
 - Warnings the libraries print while importing went to the launcher's log, not to the child's stderr.
+- The imported objects are frozen out of the garbage collector (`gc.freeze()`, as tests/conftest.py does for pytest
+  and as Python's docs advise before a fork): a child's full collections skip them, where a cold child's walk them
+  all (about 1.5 s less CPU for a two-point tiny sweep, 8 s warm against 21 s cold, measured).
 - Python's hash seed is the launcher's (one per pytest process, not one per child); `random` is reseeded by Python
   at fork, numpy's global generator is reseeded here; torch's default seed is a constant either way.
 - The child's parent is the helper, not the pytest process (`os.getppid()`); its process group is the pytest
@@ -127,6 +130,10 @@ def _serve(sock_path: str) -> None:
             __import__(name)
     finally:
         os.environ.__class__ = environ_cls
+    import gc
+
+    gc.collect()
+    gc.freeze()  # before any fork: children's collections skip what was imported (see the docstring)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(sock_path)
     listener.listen(64)
