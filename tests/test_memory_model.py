@@ -200,6 +200,16 @@ LORA_7B_INPUT = 4096 * 4096 * 2  # one layer's bf16 input: 33_554_432
         ("all", 32 * LORA_7B_INPUT + LORA_7B_LAYER, 0),
         # inputs in pinned host memory (32 of them: exactly 1 GiB); on the GPU one recompute and one input in flight
         ("all_offload", LORA_7B_LAYER + LORA_7B_INPUT, 32 * LORA_7B_INPUT),
+        # layers 0-28 keep their input, the top 3 everything; nothing uncheckpointed below layer 28: max(3, 0 + 1)
+        ("all_but_3", 29 * LORA_7B_INPUT + 3 * LORA_7B_LAYER, 0),
+        # the top layer kept costs what its recompute does: one input less than `all`
+        ("all_but_1", 31 * LORA_7B_INPUT + LORA_7B_LAYER, 0),
+        # all_but_16 and every_2 keep as much: 16 inputs, 16 full layers
+        ("all_but_16", 16 * LORA_7B_INPUT + 16 * LORA_7B_LAYER, 0),
+        # all_but_32 checkpoints nothing: `off`
+        ("all_but_32", 32 * LORA_7B_LAYER, 0),
+        # 27 inputs on the host; on the GPU the top 5 layers' activations and one input in flight
+        ("all_but_5_offload", 5 * LORA_7B_LAYER + LORA_7B_INPUT, 27 * LORA_7B_INPUT),
     ],
 )
 def test_checkpointing_plans_on_llama2_7b_by_hand(plan, activations, host):
@@ -245,7 +255,44 @@ def test_checkpointed_layers_are_the_ones_transformers_every_n_layers_sets():
     assert memory.checkpointed_layers("all", 7) == list(range(7)) and memory.checkpointed_layers("off", 7) == []
 
 
-@pytest.mark.parametrize("bad", ["every_1", "every_0", "every_x", "every_", "none", "", "ALL", "all-offload"])
+def test_candidate_plans_go_by_recomputed_layers_then_host_copies():
+    plans = memory.candidate_plans(8)
+    # 8 layers: off; all_but_7 (1 recompute) ... all_but_1 (7), every_4 (layers 0 and 4: 2) ahead of all_but_6 (2),
+    # every_2 (0, 2, 4, 6: 4) ahead of all_but_4; all (8); then the offloading plans in the same order
+    assert plans == (
+        "off",
+        "all_but_7",
+        "every_4",
+        "all_but_6",
+        "all_but_5",
+        "every_2",
+        "all_but_4",
+        "all_but_3",
+        "all_but_2",
+        "all_but_1",
+        "all",
+        *(f"all_but_{k}_offload" for k in range(7, 0, -1)),
+        "all_offload",
+    )
+    assert all(memory.parse_plan(p) for p in plans)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "every_1",
+        "every_0",
+        "every_x",
+        "every_",
+        "none",
+        "",
+        "ALL",
+        "all-offload",
+        "all_but_0",
+        "all_but_",
+        "all_but_-1",
+    ],
+)
 def test_a_string_that_is_no_plan_is_refused(bad):
     with pytest.raises(memory.PlanError, match="not a checkpointing plan"):
         memory.parse_plan(bad)
