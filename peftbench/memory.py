@@ -34,8 +34,8 @@ Counts, in bytes:
   sum; it matters for full fine-tuning, whose 6.7 G bf16 gradients are as large as its activations;
 - compiled decoder layers (regional torch.compile, `compiled=True`) are counted with the fused coefficients
   (ACT_H_FUSED, ACT_I_FUSED): Inductor's partitioner saves the inputs of its fused regions and recomputes the
-  pointwise ops, as Liger's kernels do. Checked against 52 measured peaks (tests/fixtures/measured_peaks.csv: H100
-  runs, H200 runs 19-33, 16 of them compiled, every plan): -8.4% (IA³ off with Liger) to +6.3% (QLoRA all);
+  pointwise ops, as Liger's kernels do. Checked against 59 measured peaks (tests/fixtures/measured_peaks.csv: H100
+  runs, H200 runs 19-36, 24 of them compiled, every plan): -8.4% (IA³ off with Liger) to +6.3% (QLoRA all);
 - the loss: nothing; TRL's SFTTrainer projects through the LM head in tiles (`add_fused_lm_head`) and never holds
   the (tokens x vocabulary) logits.
 """
