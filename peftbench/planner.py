@@ -180,6 +180,7 @@ class Choice:
     fits: bool | None = None  # None: nothing to compare (not modelled, or no budget)
     fitting: str | None = None  # the fastest plan that fits the budget (None: none does, or not known)
     note: str = ""
+    every_plan: dict[str, float | None] = field(default_factory=dict)  # all the plans tried (not in the record)
 
     @property
     def predicted_peak_gib(self) -> float | None:
@@ -247,7 +248,7 @@ def choose(
     if modelled and budget_gib is not None and not math.isnan(budget_gib):
         fits = predicted[plan] <= budget_gib
     shown = {p: predicted[p] for p in dict.fromkeys([*PLANS, plan, fitting]) if p is not None}
-    return Choice(plan, how, budget_gib, shown, order, fits, fitting, note)
+    return Choice(plan, how, budget_gib, shown, order, fits, fitting, note, predicted)
 
 
 def plans_for(setup: Setup) -> tuple[str, ...]:
