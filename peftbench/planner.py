@@ -221,6 +221,7 @@ def choose(
     (the train group's `gradient_checkpointing`, as `all` or `off`: the default profile, the user's own job)."""
     if setup.own_checkpointing:
         return Choice(None, "engine", budget_gib, note="the engine sets up its own gradient checkpointing")
+    check_depth(setup, requested)
     candidates = plans_for(setup)
     extra = (requested,) if requested not in (None, "auto", *candidates) else ()
     predicted = predict_plans(setup, candidates + extra)
@@ -249,6 +250,21 @@ def choose(
         fits = predicted[plan] <= budget_gib
     shown = {p: predicted[p] for p in dict.fromkeys([*PLANS, plan, fitting]) if p is not None}
     return Choice(plan, how, budget_gib, shown, order, fits, fitting, note, predicted)
+
+
+def check_depth(setup: Setup, requested: str | None, field_name: str = "profile.checkpointing") -> None:
+    """A user's `all_but_<k>` that keeps every layer (k >= the model's decoder layers) checkpoints none: refused
+    before any model loads, naming the depth, rather than run as `off` under another name."""
+    if requested in (None, "auto"):
+        return
+    top = memory.parse_plan(requested).top_plain
+    layers = memory.shape_of(setup.model_config).layers if top else 0
+    if top and top >= layers:
+        raise PlanInputError(
+            f"{field_name}={requested}: this model has {layers} decoder layers, so all_but_{top} checkpoints none of "
+            f"them. Use all_but_<k> with k below {layers} (all_but_{layers - 1}: only the bottom layer checkpointed), "
+            f"or {field_name}=off."
+        )
 
 
 def plans_for(setup: Setup) -> tuple[str, ...]:

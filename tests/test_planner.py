@@ -446,3 +446,16 @@ def test_enforced_cap_is_the_card_the_budget_stands_for():
 
     if not torch.cuda.is_available():
         assert profiles.enforce_budget({"enforce_budget": True, "memory_budget_gib": 21.6}) is None  # nothing to cap
+
+
+def test_an_all_but_plan_that_keeps_every_layer_is_refused_naming_the_depth():
+    """Llama-2-7B has 32 decoder layers: all_but_32 would checkpoint none (it is `off`), all_but_31 the bottom one."""
+    with pytest.raises(planner.PlanInputError) as info:
+        plan_of("+recipe=lora_7b", "profile=fast", "profile.checkpointing=all_but_32", total=H100.memory_gib)
+    message = str(info.value)
+    assert "profile.checkpointing=all_but_32: this model has 32 decoder layers" in message
+    assert "all_but_31" in message and "profile.checkpointing=off" in message
+    with pytest.raises(planner.PlanInputError, match="32 decoder layers"):
+        plan_of("+recipe=lora_7b", "profile=fast", "profile.checkpointing=all_but_40_offload", total=H100.memory_gib)
+    kept = plan_of("+recipe=lora_7b", "profile=fast", "profile.checkpointing=all_but_31", total=H100.memory_gib)
+    assert (kept.plan, kept.how) == ("all_but_31", "fixed")
