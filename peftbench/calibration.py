@@ -8,7 +8,8 @@ record. A rate holds for the libraries of its run (results/h100/README.md, resul
 
 Fields that must match the point: gpu (planner.GPUS name), engine, method, model (shipped config name), data
 (`synthetic`: fixed-length rows), seq_len, micro_batch, plan (`own`: the engine's own checkpointing, unsloth's),
-liger (Liger's kernels on), bf16_adapters, compiled (regional torch.compile, profile=fast: H200 runs 24-26 and 32).
+liger (Liger's kernels on), bf16_adapters, compiled (regional torch.compile, profile=fast: H200 runs 24-26, 32,
+35-36).
 """
 
 from __future__ import annotations
@@ -499,7 +500,8 @@ RATES: tuple[Rate, ...] = (
         5.799,
         "h200/run19/results/a_default/qlora-llama2_7b-s0-52edce12",
     ),
-    # profile=fast with regional compile (Liger off), one plan each: H200 runs 24-26
+    # profile=fast with regional compile (Liger off), one plan each: H200 runs 24-26 (all_offload: runs 36a-36b, the
+    # side-stream offload; run 24c measured save_on_cpu, 8,932 and 9,009 tok/s)
     _m(
         "H200",
         "peft",
@@ -525,9 +527,9 @@ RATES: tuple[Rate, ...] = (
         "all_offload",
         False,
         True,
-        8932.0,
-        13.863,
-        "h200/run24c/results/compile_lora_all_offload/lora-llama2_7b-s0-67e4b59d",
+        9388.9,
+        13.894,
+        "h200/run36b/results/compile_lora_all_offload/lora-llama2_7b-s0-993a4881",
         compiled=True,
     ),
     _m(
@@ -555,9 +557,9 @@ RATES: tuple[Rate, ...] = (
         "all_offload",
         False,
         False,
-        9009.0,
-        4.959,
-        "h200/run24c/results/compile_qlora_all_offload/qlora-llama2_7b-s0-679e8a84",
+        8774.1,
+        4.991,
+        "h200/run36a/results/compile_qlora_all_offload/qlora-llama2_7b-s0-b712940c",
         compiled=True,
     ),
     _m(
@@ -723,6 +725,82 @@ RATES: tuple[Rate, ...] = (
         11241.8,
         51.228,
         "h200/run32c/results/compile_full_every_4/full-llama2_7b-s0-7c25534d",
+        compiled=True,
+    ),
+    # the all_but_<k> plans and the side-stream offload (peftbench.offload): H200 runs 35-36 (all_offload above too)
+    _m(
+        "H200",
+        "peft",
+        "prompt_tuning",
+        "llama2_7b",
+        2048,
+        2,
+        "all_but_5_offload",
+        False,
+        False,
+        14043.4,
+        14.848,
+        "h200/run35/results/compile_prompt_tuning_auto_profile_memory_budget_gib_15_19/prompt_tuning-llama2_7b-s0-d949ff57",
+        compiled=True,
+    ),
+    _m(
+        "H200",
+        "peft",
+        "lora",
+        "llama2_7b",
+        2048,
+        2,
+        "all_but_3_offload",
+        False,
+        True,
+        9652.9,
+        14.8,
+        "h200/run36b/results/compile_lora_all_but_3_offload/lora-llama2_7b-s0-3c321f84",
+        compiled=True,
+    ),
+    _m(
+        "H200",
+        "peft",
+        "lora",
+        "llama2_7b",
+        2048,
+        2,
+        "all_but_15_offload",
+        False,
+        True,
+        12430.5,
+        20.84,
+        "h200/run35/results/compile_lora_auto_profile_memory_budget_gib_21_6_profile_enforce_budget_true/lora-llama2_7b-s0-45b10c31",
+        compiled=True,
+    ),
+    _m(
+        "H200",
+        "peft",
+        "lora",
+        "llama2_7b",
+        2048,
+        2,
+        "all_but_1_offload",
+        False,
+        True,
+        9427.9,
+        13.894,
+        "h200/run35/results/compile_lora_auto_profile_memory_budget_gib_14_1/lora-llama2_7b-s0-736b2104",
+        compiled=True,
+    ),
+    _m(
+        "H200",
+        "peft",
+        "qlora",
+        "llama2_7b",
+        2048,
+        2,
+        "all_but_2_offload",
+        False,
+        False,
+        9009.0,
+        5.393,
+        "h200/run36b/results/compile_qlora_all_but_2_offload/qlora-llama2_7b-s0-d0f7858c",
         compiled=True,
     ),
 )

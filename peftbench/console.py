@@ -175,15 +175,21 @@ def plan_lines(rows: list[dict[str, Any]], where: str) -> list[str]:
     ]
     plans = list(dict.fromkeys([*PLANS, *(r["choice"].plan for r in rows if r["choice"].plan)]))
     width = max(len("point"), *(len(r["label"]) for r in rows))
-    header = f"  {'point':<{width}}  " + "  ".join(f"{p:>11}" for p in plans) + "   budget  chosen       fits  tokens/s"
+    cell = {p: max(11, len(p) + 1) for p in plans}  # a column as wide as its plan's name
+    chosen_width = max(11, *(len(r["choice"].plan or "engine's") for r in rows))
+    header = (
+        f"  {'point':<{width}}  "
+        + "  ".join(f"{p:>{cell[p]}}" for p in plans)
+        + f"   budget  {'chosen':<{chosen_width}}  fits  tokens/s"
+    )
     lines.append(header)
     for row in rows:
         choice = row["choice"]
         cells = []
         for plan in plans:
-            value = choice.predicted_plans.get(plan)
+            value = choice.every_plan.get(plan, choice.predicted_plans.get(plan))
             text = "-" if value is None else f"{value:.2f}" + ("*" if plan == choice.plan else " ")
-            cells.append(f"{text:>11}")
+            cells.append(f"{text:>{cell[plan]}}")
         budget = "-" if choice.budget_gib is None else f"{choice.budget_gib:.2f}"
         fits = {True: "yes", False: "NO", None: "n/a"}[choice.fits]
         chosen = choice.plan or "engine's"
@@ -192,7 +198,9 @@ def plan_lines(rows: list[dict[str, Any]], where: str) -> list[str]:
         else:
             rate = "no calibration"
         lines.append(
-            f"  {row['label']:<{width}}  " + "  ".join(cells) + f"  {budget:>7}  {chosen:<11}  {fits:>4}  {rate}"
+            f"  {row['label']:<{width}}  "
+            + "  ".join(cells)
+            + f"  {budget:>7}  {chosen:<{chosen_width}}  {fits:>4}  {rate}"
         )
         if choice.fits is False:
             lines.append(f"  {'':<{width}}  -> {choice.warning()}")

@@ -22,17 +22,20 @@ Counts, in bytes:
     beside the uncheckpointed layers below j. The peak is the larger of the two:
     inputs + full x max(uncheckpointed layers, uncheckpointed layers below j + 1);
   - `all`: every layer keeps only its input, plus one layer recomputed (the same formula, j the top layer);
-  - `all_offload`: as `all`, but the layer inputs are copied to pinned host memory as they are saved
-    (torch.autograd.graph.save_on_cpu(pin_memory=True)); on the GPU stay one layer's recompute and one layer input
-    in flight (the copy to or from the host); the inputs on the host (layers x 2h a token) are given apart as
-    `predicted_host_pinned_gib`, never counted in the GPU peak;
+  - `all_but_<k>`: every layer but the top k checkpointed (the same formula: no uncheckpointed layer below j, so
+    inputs + full x max(k, 1): the top layer's activations cost the same kept as recomputed, its recompute is saved);
+  - `all_offload`, `all_but_<k>_offload`: as `all` / `all_but_<k>`, but the checkpointed layers' inputs are copied
+    to pinned host memory as they are saved (peftbench.offload: on a side CUDA stream, brought back one layer ahead
+    of the backward); on the GPU stay the full activations above, one layer's recompute and one layer input in
+    flight; the inputs on the host (layers x 2h a token) are given apart as `predicted_host_pinned_gib`, never
+    counted in the GPU peak;
 - gradients and activations never whole together: the backward makes a layer's gradients as it frees that layer's
   activations, so the peak counts the larger of the two (`predicted_gradients_gib`, within the states), not their
   sum; it matters for full fine-tuning, whose 6.7 G bf16 gradients are as large as its activations;
 - compiled decoder layers (regional torch.compile, `compiled=True`) are counted with the fused coefficients
   (ACT_H_FUSED, ACT_I_FUSED): Inductor's partitioner saves the inputs of its fused regions and recomputes the
-  pointwise ops, as Liger's kernels do. Checked against 52 measured peaks (tests/fixtures/measured_peaks.csv: H100
-  runs, H200 runs 19-33, 16 of them compiled, every plan): -8.4% (IA³ off with Liger) to +6.3% (QLoRA all);
+  pointwise ops, as Liger's kernels do. Checked against 59 measured peaks (tests/fixtures/measured_peaks.csv: H100
+  runs, H200 runs 19-36, 24 of them compiled, every plan): -8.4% (IA³ off with Liger) to +6.3% (QLoRA all);
 - the loss: nothing; TRL's SFTTrainer projects through the LM head in tiles (`add_fused_lm_head`) and never holds
   the (tokens x vocabulary) logits.
 """
@@ -41,8 +44,9 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 GIB = 1024**3
 ACT_H = 34  # per token per layer per hidden unit (norm inputs/outputs in fp32 and bf16, q/k/v/o, rotary, attention out)
@@ -62,46 +66,81 @@ class PlanError(ValueError):
     """A checkpointing plan string that is not one of the plans (the caller raises it as an input error)."""
 
 
-def parse_plan(plan: str) -> tuple[int | None, bool]:
-    """(checkpoint every n-th layer, or None for no checkpointing; whether saved inputs go to pinned host memory)."""
+class PlanSpec(NamedTuple):
+    """A parsed checkpointing plan."""
+
+    every: int | None  # checkpoint every n-th layer (1: all of them), None: none
+    offload: bool  # the checkpointed layers' saved inputs held in pinned host memory
+    top_plain: int = 0  # `all_but_<k>`: the top k decoder layers are not checkpointed
+
+
+ALL_BUT = re.compile(r"all_but_(\d+)(_offload)?")
+
+
+def parse_plan(plan: str) -> PlanSpec:
+    """The one grammar of checkpointing plans: off, every_<n> (n >= 2), all, all_but_<k> (k >= 1), and all or
+    all_but_<k> with `_offload`."""
     text = str(plan)
     if text == "off":
-        return None, False
+        return PlanSpec(None, False)
     if text == "all":
-        return 1, False
+        return PlanSpec(1, False)
     if text == "all_offload":
-        return 1, True
+        return PlanSpec(1, True)
     if text.startswith("every_") and text[6:].isdigit() and int(text[6:]) >= 2:
-        return int(text[6:]), False
-    hint = " (every_1 is `all`)" if text == "every_1" else ""
+        return PlanSpec(int(text[6:]), False)
+    if (m := ALL_BUT.fullmatch(text)) and int(m[1]) >= 1:
+        return PlanSpec(1, bool(m[2]), int(m[1]))
+    hint = {"every_1": " (every_1 is `all`)", "all_but_0": " (all_but_0 is `all`)"}.get(text, "")
+    hint = hint or (" (all_but_0_offload is `all_offload`)" if text == "all_but_0_offload" else "")
     raise PlanError(
         f"`{text}` is not a checkpointing plan{hint}: use off, every_<n> (n >= 2: every n-th decoder layer "
-        f"checkpointed), all, or all_offload (all, with the saved layer inputs in pinned host memory)"
+        f"checkpointed), all, all_but_<k> (k >= 1: all but the top k layers), or all_offload / all_but_<k>_offload "
+        f"(with the checkpointed layers' saved inputs in pinned host memory)"
     )
 
 
 def checkpoints_any(plan: str) -> bool:
-    """Whether a plan checkpoints any decoder layer (every plan but `off`)."""
-    return parse_plan(plan)[0] is not None
+    """Whether a plan checkpoints any decoder layer (every plan but `off`; `all_but_<k>` of k or fewer layers
+    checkpoints none, which checkpointed_layers says)."""
+    return parse_plan(plan).every is not None
 
 
 def checkpointed_layers(plan: str, layers: int) -> list[int]:
-    """Indices of the decoder layers a plan checkpoints: transformers' every_n_layers rule, `index % n == 0`."""
-    every, _ = parse_plan(plan)
-    return [] if every is None else [i for i in range(layers) if i % every == 0]
+    """Indices of the decoder layers a plan checkpoints: transformers' every_n_layers rule, `index % n == 0`; for
+    `all_but_<k>` every layer below the top k (the top ones are the first the backward reaches, so keeping their
+    activations costs no more at the backward's start than recomputing the topmost, and saves its recompute)."""
+    every, _, top_plain = parse_plan(plan)
+    return [] if every is None else [i for i in range(layers - top_plain) if i % every == 0]
+
+
+def candidate_plans(layers: int) -> tuple[str, ...]:
+    """The plans `profile.checkpointing=auto` tries for a model of `layers` decoder layers, fastest first by default:
+    fewer recomputed layers first (off; all_but_<k> from k = layers - 1 down, every_4 and every_2 ahead of the
+    all_but plan that recomputes as many layers; all), each plan's `_offload` twin right after it. The host copies
+    run on a side stream beside the compute (peftbench.offload) and cost no measurable time: on one H200 (run 34)
+    LoRA's all_offload ran at or above `all`'s tokens/s, and prompt tuning's all_but_7_offload above the rate its
+    recompute count gave; so an offloading plan stands with the plans that recompute as many layers, after them."""
+
+    def rank(plan: str) -> tuple[int, bool]:
+        return len(checkpointed_layers(plan, layers)), parse_plan(plan).offload
+
+    plans = [*PLANS, *(f"all_but_{k}{tail}" for k in range(1, layers) for tail in ("", "_offload"))]
+    return tuple(sorted(plans, key=rank))  # stable: off, every_4, every_2 keep their places before their twins
 
 
 def plan_activations(plan: str, layers: int, per_layer: float, layer_input: float) -> tuple[float, float]:
     """(GPU activation bytes, pinned host bytes) of a plan, from one layer's full activations and its input."""
-    _, offload = parse_plan(plan)
+    offload = parse_plan(plan).offload
     ckpt = checkpointed_layers(plan, layers)
     if not ckpt:
         return layers * per_layer, 0.0
-    if offload:
-        return per_layer + layer_input, layers * layer_input
     top = ckpt[-1]
     below_top = top - (len(ckpt) - 1)  # uncheckpointed layers under the topmost checkpointed one
-    return len(ckpt) * layer_input + per_layer * max(layers - len(ckpt), below_top + 1), 0.0
+    full = per_layer * max(layers - len(ckpt), below_top + 1)
+    if offload:  # the checkpointed layers' inputs on the host; on the GPU one in flight (the copy to or from it)
+        return full + layer_input, len(ckpt) * layer_input
+    return len(ckpt) * layer_input + full, 0.0
 
 
 @dataclass

@@ -4,9 +4,11 @@ Pure functions of a point's setup (`Setup`: the method, the architecture, the ba
 budget in GiB and, where one was measured, the calibration table (peftbench.calibration). Nothing here needs a GPU
 or weights: `peftbench plan`, `profiles.choose` and the runner's pre-load check all read the same answers.
 
-"Fastest" is memory.PLANS' order (off, every_4, every_2, all, all_offload: fewer recomputed layers first, host copies
-last) unless the calibration measured two or more plans of the same setup on the GPU, which are then ordered by their
-measured tokens/s (the other plans keep their places). A user's fixed plan (`profile.checkpointing=every_2`) is
+"Fastest" is memory.candidate_plans' order (fewer recomputed layers first: off, all_but_<k> from k = layers - 1
+down with every_4 and every_2 among them, all; then the same with host copies) unless the calibration measured two or
+more plans of the same setup on the GPU, which are then ordered by their measured tokens/s (the other plans keep
+their places). The record and `peftbench plan` show memory.PLANS' predictions and the chosen plan's. A user's fixed
+plan (`profile.checkpointing=every_2`) is
 kept as given, and said not to fit where it does not.
 """
 
@@ -178,6 +180,7 @@ class Choice:
     fits: bool | None = None  # None: nothing to compare (not modelled, or no budget)
     fitting: str | None = None  # the fastest plan that fits the budget (None: none does, or not known)
     note: str = ""
+    every_plan: dict[str, float | None] = field(default_factory=dict)  # all the plans tried (not in the record)
 
     @property
     def predicted_peak_gib(self) -> float | None:
@@ -194,7 +197,8 @@ class Choice:
                 f"profile.checkpointing={self.fitting} (or auto)"
             )
         else:
-            smallest = min((p for p, v in self.predicted_plans.items() if v is not None), key=self.predicted_plans.get)
+            known = {p: v for p, v in self.predicted_plans.items() if v is not None}
+            smallest = min(known, key=lambda p: (known[p], p != self.plan))  # a tie: the plan chosen
             fix = (
                 f"no checkpointing plan fits (the smallest, {smallest}, is {self.predicted_plans[smallest]:.2f} GiB): "
                 f"lower train.per_device_train_batch_size or the sequence length, use a smaller model, "
@@ -217,9 +221,12 @@ def choose(
     (the train group's `gradient_checkpointing`, as `all` or `off`: the default profile, the user's own job)."""
     if setup.own_checkpointing:
         return Choice(None, "engine", budget_gib, note="the engine sets up its own gradient checkpointing")
-    predicted = predict_plans(setup, PLANS + ((requested,) if requested not in (None, "auto", *PLANS) else ()))
-    rates = {p: r.tokens_per_s for p in PLANS if (r := rate(setup, p, gpu_name)) is not None}
-    order = fastest_first(PLANS, rates)
+    check_depth(setup, requested)
+    candidates = plans_for(setup)
+    extra = (requested,) if requested not in (None, "auto", *candidates) else ()
+    predicted = predict_plans(setup, candidates + extra)
+    rates = {p: r.tokens_per_s for p in candidates if (r := rate(setup, p, gpu_name)) is not None}
+    order = fastest_first(candidates, rates)
     modelled = all(v is not None for v in predicted.values())
     fitting = None
     if modelled and budget_gib is not None:
@@ -230,7 +237,7 @@ def choose(
         elif budget_gib is None:
             plan, how, note = "all", "auto", "no GPU and no profile.memory_budget_gib: every layer checkpointed"
         elif fitting is None:
-            plan = min(PLANS, key=lambda p: predicted[p])
+            plan = min(candidates, key=lambda p: predicted[p])
             how, note = "auto", "no plan fits the budget: the one with the smallest predicted peak"
         else:
             plan, how, note = fitting, "auto", "the fastest plan predicted to fit the budget"
@@ -241,7 +248,31 @@ def choose(
     fits = None
     if modelled and budget_gib is not None and not math.isnan(budget_gib):
         fits = predicted[plan] <= budget_gib
-    return Choice(plan, how, budget_gib, predicted, order, fits, fitting, note)
+    shown = {p: predicted[p] for p in dict.fromkeys([*PLANS, plan, fitting]) if p is not None}
+    return Choice(plan, how, budget_gib, shown, order, fits, fitting, note, predicted)
+
+
+def check_depth(setup: Setup, requested: str | None, field_name: str = "profile.checkpointing") -> None:
+    """A user's `all_but_<k>` that keeps every layer (k >= the model's decoder layers) checkpoints none: refused
+    before any model loads, naming the depth, rather than run as `off` under another name."""
+    if requested in (None, "auto"):
+        return
+    top = memory.parse_plan(requested).top_plain
+    layers = memory.shape_of(setup.model_config).layers if top else 0
+    if top and top >= layers:
+        raise PlanInputError(
+            f"{field_name}={requested}: this model has {layers} decoder layers, so all_but_{top} checkpoints none of "
+            f"them. Use all_but_<k> with k below {layers} (all_but_{layers - 1}: only the bottom layer checkpointed), "
+            f"or {field_name}=off."
+        )
+
+
+def plans_for(setup: Setup) -> tuple[str, ...]:
+    """The plans `auto` chooses among (memory.candidate_plans: PLANS and every all_but_<k>, with and without host
+    copies) for this architecture's depth; PLANS where the engine or method is not modelled (nothing to compare)."""
+    if not setup.modelled_engine or setup.own_checkpointing:
+        return PLANS
+    return memory.candidate_plans(memory.shape_of(setup.model_config).layers)
 
 
 def budget(memory_budget_gib: float | None, total_gib: float | None, fraction: float = 0.9) -> float | None:

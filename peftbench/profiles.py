@@ -4,10 +4,10 @@ in the result (same tokens per optimizer step, same loss) for speed: regional to
 chosen against the memory model (the fastest that fits the memory budget, peftbench.planner), fused AdamW, bf16
 adapters.
 
-Planner keys: `checkpointing` (`auto`, or a plan: off, every_<n>, all, all_offload; absent: the train group's
-gradient_checkpointing), `memory_budget_gib` (null: the GPU's memory x `memory_fraction`), `enforce_budget` (cap this
-process's CUDA memory at memory_budget_gib / memory_fraction, torch.cuda.set_per_process_memory_fraction, so
-`memory_budget_gib=21.6` behaves as a 24 GiB card on a larger GPU).
+Planner keys: `checkpointing` (`auto`, or a plan: off, every_<n>, all, all_but_<k>, all_offload, all_but_<k>_offload;
+absent: the train group's gradient_checkpointing), `memory_budget_gib` (null: the GPU's memory x `memory_fraction`),
+`enforce_budget` (cap this process's CUDA memory at memory_budget_gib / memory_fraction,
+torch.cuda.set_per_process_memory_fraction, so `memory_budget_gib=21.6` behaves as a 24 GiB card on a larger GPU).
 """
 
 from __future__ import annotations

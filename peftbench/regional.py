@@ -10,15 +10,16 @@ transformers' own `TrainingArguments.torch_compile` is not used: the Trainer com
 
 **Checkpointing plans** (the contract with the planner, peftbench/planner.py): `off`; `every_<n>` (n >= 2: layers
 0, n, 2n, ... are checkpointed, the others keep their activations, as transformers' `every_n_layers` counts);
-`all`; `all_offload` (every layer checkpointed and the inputs each one keeps for its recompute held in pinned host
-memory: `torch.autograd.graph.save_on_cpu`, as transformers' `offload=True`). peftbench sets the plan layer by layer
+`all`; `all_but_<k>` (all but the top k layers); `all_offload` and `all_but_<k>_offload` (the inputs each
+checkpointed layer keeps for its recompute held in pinned host memory, as transformers' `offload=True`, copied on a
+side stream and brought back a layer ahead: peftbench/offload.py). peftbench sets the plan layer by layer
 itself with `torch.utils.checkpoint(use_reentrant=False)`, because transformers checkpoints at a different place by
 version (5.17: in the layer's `__call__`, outside a compiled forward; 5.24: in its `forward`, inside it), and the
 Trainer can pass neither `every_n_layers` nor `offload`.
 
 The checkpoint is **outside** the compiled region: `checkpoint(compiled_layer, ...)`. Checkpointed and plain layers
 then run the same compiled graph (one compilation), the backward's recompute is the compiled forward run again, and
-`save_on_cpu` around the checkpoint offloads exactly what the checkpoint keeps, each layer's inputs (what the
+the offload hooks around the checkpoint offload exactly what the checkpoint keeps, each layer's inputs (what the
 compiled forward saves is the checkpoint's, dropped and recomputed). tests/test_regional.py checks each plan's
 recomputations and where its saved tensors live.
 """
@@ -41,14 +42,12 @@ class PlanError(InputError):
     """A checkpointing plan or compile mode that is not one peftbench knows; raised before any model loads."""
 
 
-def parse_plan(plan: str, field: str = "profile.checkpointing") -> tuple[int, bool]:
-    """(every how many layers one is checkpointed, 0 for none; whether the kept inputs go to host memory): the one
-    grammar of memory.parse_plan, with the field named in the error."""
+def parse_plan(plan: str, field: str = "profile.checkpointing") -> memory.PlanSpec:
+    """The one grammar of memory.parse_plan, with the field named in the error."""
     try:
-        every, offload = memory.parse_plan(plan)
+        return memory.parse_plan(plan)
     except memory.PlanError as exc:
         raise PlanError(f"{field}: {exc}.") from None
-    return every or 0, offload
 
 
 def normalised(value: object) -> object:
@@ -85,16 +84,17 @@ def decoder_layers(model: nn.Module) -> list[nn.Module]:
     return found
 
 
-def _checkpointed(layer: nn.Module, forward: Any, offload: bool, *args: Any, **kwargs: Any) -> Any:
-    """The layer's (compiled) forward under torch.utils.checkpoint; its kept inputs in host memory when `offload`.
-    Without a backward to come (eval, no_grad) the layer runs as it is."""
+def _checkpointed(layer: nn.Module, forward: Any, offloader: Any, *args: Any, **kwargs: Any) -> Any:
+    """The layer's (compiled) forward under torch.utils.checkpoint; its kept inputs in host memory through
+    `offloader` (peftbench.offload.Offloader) when the plan offloads. Without a backward to come (eval, no_grad) the
+    layer runs as it is."""
     import torch
     from torch.utils.checkpoint import checkpoint
 
     if not (layer.training and torch.is_grad_enabled()):
         return forward(*args, **kwargs)
-    if offload:  # pinned only where there is a GPU to copy back to (pinning needs CUDA)
-        with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+    if offloader is not None:
+        with offloader.layer():
             return checkpoint(forward, *args, use_reentrant=False, **kwargs)
     return checkpoint(forward, *args, use_reentrant=False, **kwargs)
 
@@ -113,9 +113,9 @@ def apply(
     compile, plan = normalised(compile), normalised(plan)
     if compile not in COMPILE_MODES:
         raise PlanError(f"profile.compile: `{compile}` is not a compile mode. Use `regional` or `off`.")
-    every, offload = parse_plan(plan)
+    spec = parse_plan(plan)
     layers = decoder_layers(model)
-    if not layers and (compile != "off" or every):
+    if not layers and (compile != "off" or spec.every):
         raise PlanError(
             f"{type(model).__name__} names no repeated decoder layer (`_no_split_modules`), so there is "
             f"nothing to compile or checkpoint layer by layer. Set profile.compile=off and "
@@ -128,12 +128,17 @@ def apply(
         counters.clear()  # and count this point's graphs, breaks and compile seconds only (reset keeps them)
         compilation_time_metrics.clear()
     chosen = set(checkpointed_layers(plan, len(layers)))
+    offloader = None
+    if spec.offload and chosen:
+        from peftbench.offload import Offloader
+
+        offloader = Offloader()
     for i, layer in enumerate(layers):
         forward = layer.forward
         if compile == "regional":
             forward = torch.compile(forward, backend=backend, dynamic=dynamic)
         if i in chosen:
-            forward = functools.partial(_checkpointed, layer, forward, offload)
+            forward = functools.partial(_checkpointed, layer, forward, offloader)
         if forward is not layer.forward:
             layer.forward = forward  # an instance attribute: nn.Module.__call__ runs it, hooks and all
     return {
@@ -144,8 +149,18 @@ def apply(
         "checkpointing_plan": str(plan),
         "checkpointed_layers": len(chosen),
         "decoder_layers": len(layers),
-        "activation_offload": bool(offload and chosen),
+        "activation_offload": offloader is not None,
     }
+
+
+def offload_stats(model: nn.Module) -> dict[str, int] | None:
+    """The offloader's counts (tensors packed; layers whose copy back was prefetched or fetched on demand) where the
+    plan offloads, else None: the record shows the copies back ran ahead of the backward."""
+    for layer in decoder_layers(model):
+        forward = layer.__dict__.get("forward")
+        if isinstance(forward, functools.partial) and forward.args[2] is not None:
+            return dict(forward.args[2].stats)
+    return None
 
 
 def remove(model: nn.Module) -> None:

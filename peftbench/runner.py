@@ -216,6 +216,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
         record["time_compile_s"] = regional.warmup_excess_s(callback.step_times, warmup)
         record.update(regional.compile_stats())
     if plan is not None:
+        record["activation_offload_stats"] = regional.offload_stats(model)
         regional.remove(model)  # evaluation and saving run the layers' own forward
     optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
     record["optimizer"] = f"{type(optimizer).__module__}.{type(optimizer).__name__}"

@@ -33,7 +33,7 @@ LAYERS = [
             "override_hint",
         },
     ),
-    ("measurement", {"callback", "profiling", "trainer", "identity", "quantize", "regional"}),
+    ("measurement", {"callback", "profiling", "trainer", "identity", "quantize", "regional", "offload"}),
     (
         "ground floor",
         {

@@ -95,9 +95,12 @@ def test_predicted_peak_is_within_the_stated_tolerance_of_the_measured_gpu_peak(
 def test_fixture_rows_are_the_committed_measurements_they_name():
     """Each fixture row equals its record (peak, method, shape, checkpointing, kernels, adapter dtype), so the
     fixture cannot drift from the measurement it quotes."""
-    assert len(ROWS) == 52 and {r["method"] for r in ROWS} == set(METHOD_OPTIONS)
+    assert len(ROWS) == 59 and {r["method"] for r in ROWS} == set(METHOD_OPTIONS)
     assert all((r["low_pct"], r["high_pct"]) == (-10, 10) for r in ROWS)  # issue 20's bound, every plan and method
-    assert {r["plan"] for r in ROWS if r["compiled"]} == {"off", "every_4", "every_2", "all", "all_offload"}
+    assert {r["plan"] for r in ROWS if r["compiled"]} == {
+        *("off", "every_4", "every_2", "all", "all_offload"),
+        *("all_but_1_offload", "all_but_2_offload", "all_but_3_offload", "all_but_5_offload", "all_but_15_offload"),
+    }
     assert {r["source"].split("/")[0] for r in ROWS} == {"h100", "h200"}
     for row in ROWS:
         record = json.loads((RESULTS / row["source"]).read_text())
@@ -200,6 +203,16 @@ LORA_7B_INPUT = 4096 * 4096 * 2  # one layer's bf16 input: 33_554_432
         ("all", 32 * LORA_7B_INPUT + LORA_7B_LAYER, 0),
         # inputs in pinned host memory (32 of them: exactly 1 GiB); on the GPU one recompute and one input in flight
         ("all_offload", LORA_7B_LAYER + LORA_7B_INPUT, 32 * LORA_7B_INPUT),
+        # layers 0-28 keep their input, the top 3 everything; nothing uncheckpointed below layer 28: max(3, 0 + 1)
+        ("all_but_3", 29 * LORA_7B_INPUT + 3 * LORA_7B_LAYER, 0),
+        # the top layer kept costs what its recompute does: one input less than `all`
+        ("all_but_1", 31 * LORA_7B_INPUT + LORA_7B_LAYER, 0),
+        # all_but_16 and every_2 keep as much: 16 inputs, 16 full layers
+        ("all_but_16", 16 * LORA_7B_INPUT + 16 * LORA_7B_LAYER, 0),
+        # all_but_32 checkpoints nothing: `off`
+        ("all_but_32", 32 * LORA_7B_LAYER, 0),
+        # 27 inputs on the host; on the GPU the top 5 layers' activations and one input in flight
+        ("all_but_5_offload", 5 * LORA_7B_LAYER + LORA_7B_INPUT, 27 * LORA_7B_INPUT),
     ],
 )
 def test_checkpointing_plans_on_llama2_7b_by_hand(plan, activations, host):
@@ -245,7 +258,49 @@ def test_checkpointed_layers_are_the_ones_transformers_every_n_layers_sets():
     assert memory.checkpointed_layers("all", 7) == list(range(7)) and memory.checkpointed_layers("off", 7) == []
 
 
-@pytest.mark.parametrize("bad", ["every_1", "every_0", "every_x", "every_", "none", "", "ALL", "all-offload"])
+def test_candidate_plans_go_by_recomputed_layers_each_offload_twin_after_its_plan():
+    plans = memory.candidate_plans(8)
+    # 8 layers: off; all_but_7 (1 recompute) ... all_but_1 (7), every_4 (layers 0 and 4: 2) ahead of all_but_6 (2),
+    # every_2 (0, 2, 4, 6: 4) ahead of all_but_4; all (8); each all_but / all plan followed by its _offload twin
+    assert plans == (
+        "off",
+        "all_but_7",
+        "all_but_7_offload",
+        "every_4",
+        "all_but_6",
+        "all_but_6_offload",
+        "all_but_5",
+        "all_but_5_offload",
+        "every_2",
+        "all_but_4",
+        "all_but_4_offload",
+        "all_but_3",
+        "all_but_3_offload",
+        "all_but_2",
+        "all_but_2_offload",
+        "all_but_1",
+        "all_but_1_offload",
+        "all",
+        "all_offload",
+    )
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "every_1",
+        "every_0",
+        "every_x",
+        "every_",
+        "none",
+        "",
+        "ALL",
+        "all-offload",
+        "all_but_0",
+        "all_but_",
+        "all_but_-1",
+    ],
+)
 def test_a_string_that_is_no_plan_is_refused(bad):
     with pytest.raises(memory.PlanError, match="not a checkpointing plan"):
         memory.parse_plan(bad)

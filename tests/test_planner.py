@@ -62,7 +62,7 @@ def test_measured_gpu_sizes_are_the_committed_ones():
 
 # -- the calibration: every entry is its record ---------------------------------------------------------------------
 def test_every_calibration_entry_is_the_committed_record_it_names():
-    assert len({r.key() for r in calibration.RATES}) == len(calibration.RATES) == 47  # one rate per setup
+    assert len({r.key() for r in calibration.RATES}) == len(calibration.RATES) == 52  # one rate per setup
     for rate in calibration.RATES:
         record = json.loads((RESULTS / rate.source / "record.json").read_text())
         cfg, choices = record["config"], record.get("profile_choices") or {}
@@ -196,12 +196,36 @@ def test_lora_7b_seq_2048_mb_2_on_80gb_runs_without_checkpointing():
     assert (choice.plan, choice.fits) == ("off", True) and choice.budget_gib == pytest.approx(0.9 * 81559 / 1024)
 
 
-def test_lora_7b_on_24gb_checkpoints():
-    """24 GB x 0.9 = 21.6 GiB; the measured peak without checkpointing is 29.32 GiB, so `off` must not be chosen;
-    with every layer checkpointed (Liger, fp32 adapters) LoRA measured 15.04 GiB (engines call 4): one does fit."""
+def test_lora_7b_on_24gb_keeps_the_top_layers_that_fit_and_that_ran_under_a_24_gib_cap():
+    """24 GB x 0.9 = 21.6 GiB. Measured on the H200: fast LoRA compiled `off` 29.37 GiB and `all` 14.76 GiB (run 24),
+    so one layer's full activations are (29.37 - 14.76 + 32 x 0.03125) / 31 = 0.504 GiB (a layer input is 4096 tokens
+    x 4096 x 2 B = 0.03125 GiB); all_offload 13.894 GiB (run 36), so all_but_<k>_offload = 13.894 + (k - 1) x 0.504:
+    k = 16 is 21.45 GiB, k = 17 21.95. The plain all_but_<k> (inputs on the GPU) fits at most k = 15 (21.34 GiB) and
+    recomputes one layer more. So the planner keeps the top ~16 layers and offloads the others' inputs; its choice
+    predicted to fit, the next (one more layer kept) predicted not to; and the point it chose ran its 12 steps
+    under a 24.0 GiB cap (run 35, set_per_process_memory_fraction) without running out of memory."""
+    per_layer = (29.37 - 14.76 + 32 * 0.03125) / 31
+    offload_k = max(k for k in range(1, 32) if 13.894 + (k - 1) * per_layer <= 21.6)
+    plain_k = max(k for k in range(1, 32) if 14.76 + (k - 1) * per_layer - k * 0.03125 <= 21.6)
+    assert (offload_k, plain_k) == (16, 15)
     choice = plan_of("+recipe=lora_7b", "profile=fast", total=RTX_24.memory_gib, gpu=RTX_24.name)
-    assert choice.plan in ("every_4", "every_2", "all") and choice.fits is True
+    assert re.fullmatch(r"all_but_\d+_offload", choice.plan) and choice.fits is True
+    k = int(choice.plan.split("_")[2])
+    assert abs(k - offload_k) <= 1
     assert choice.predicted_plans["off"] > 21.6 and choice.predicted_peak_gib <= 21.6
+    one_more = plan_of(
+        "+recipe=lora_7b", "profile=fast", f"profile.checkpointing=all_but_{k + 1}_offload", total=RTX_24.memory_gib
+    )
+    assert one_more.fits is False and one_more.fitting == choice.plan
+    ran = json.loads(
+        next(
+            (RESULTS / "h200/run35/results").glob(
+                "compile_lora_auto_profile_memory_budget_gib_21_6_profile_enforce_budget_true/*/record.json"
+            )
+        ).read_text()
+    )
+    assert (ran["status"], ran["checkpointing_plan"], ran["memory_cap_enforced_gib"]) == ("ok", choice.plan, 24.0)
+    assert ran["gpu_allocated_gib_peak"] < 24.0 and ran["steps"] == 12
     # the same 24 GiB budget on the big GPU (profile.memory_budget_gib) chooses the same plan
     on_h100 = plan_of("+recipe=lora_7b", "profile=fast", "profile.memory_budget_gib=21.6", total=H100.memory_gib)
     assert on_h100.plan == choice.plan
@@ -212,8 +236,11 @@ def test_qlora_70b_on_24gb_fits_no_plan():
     at most the 80 layer inputs (80 x 1024 x 8192 x 2 B = 1.25 GiB) to the host: 35.96 > 21.6 GiB, so none fits."""
     assert 37.21 - 80 * 1024 * 8192 * 2 / GIB > 0.9 * 24
     choice = plan_of("+recipe=qlora_70b", "profile=fast", total=RTX_24.memory_gib, gpu=RTX_24.name)
-    assert choice.fits is False and choice.fitting is None and choice.plan == "all_offload"
-    assert "no checkpointing plan fits (the smallest, all_offload, is" in choice.warning()
+    # the smallest: all_but_1_offload, as small as all_offload (the top layer's activations kept cost what its
+    # recompute does) with one recompute less
+    assert choice.predicted_plans["all_but_1_offload"] == choice.predicted_plans["all_offload"]
+    assert choice.fits is False and choice.fitting is None and choice.plan == "all_but_1_offload"
+    assert "no checkpointing plan fits (the smallest, all_but_1_offload, is" in choice.warning()
     on_h100 = plan_of("+recipe=qlora_70b", total=H100.memory_gib, gpu=H100.name)  # default: the train group's `all`
     assert (on_h100.plan, on_h100.fits, on_h100.how) == ("all", True, "train")
 
@@ -289,7 +316,7 @@ def test_plan_prints_each_plan_the_choice_and_the_measured_rate(capsys):
 def test_plan_says_when_nothing_fits_and_exits_1(capsys):
     code, out, _ = run_plan(capsys, "+recipe=qlora_70b", "profile=fast", "--gpu", "RTX-4090")
     assert code == 1
-    assert re.search(r"qlora\s.*all_offload\s+NO\s+no calibration", out)
+    assert re.search(r"qlora\s.*all_but_1_offload\s+NO\s+no calibration", out)
     assert "-> predicted peak" in out and "no checkpointing plan fits" in out
 
 
@@ -421,3 +448,16 @@ def test_enforced_cap_is_the_card_the_budget_stands_for():
 
     if not torch.cuda.is_available():
         assert profiles.enforce_budget({"enforce_budget": True, "memory_budget_gib": 21.6}) is None  # nothing to cap
+
+
+def test_an_all_but_plan_that_keeps_every_layer_is_refused_naming_the_depth():
+    """Llama-2-7B has 32 decoder layers: all_but_32 would checkpoint none (it is `off`), all_but_31 the bottom one."""
+    with pytest.raises(planner.PlanInputError) as info:
+        plan_of("+recipe=lora_7b", "profile=fast", "profile.checkpointing=all_but_32", total=H100.memory_gib)
+    message = str(info.value)
+    assert "profile.checkpointing=all_but_32: this model has 32 decoder layers" in message
+    assert "all_but_31" in message and "profile.checkpointing=off" in message
+    with pytest.raises(planner.PlanInputError, match="32 decoder layers"):
+        plan_of("+recipe=lora_7b", "profile=fast", "profile.checkpointing=all_but_40_offload", total=H100.memory_gib)
+    kept = plan_of("+recipe=lora_7b", "profile=fast", "profile.checkpointing=all_but_31", total=H100.memory_gib)
+    assert (kept.plan, kept.how) == ("all_but_31", "fixed")

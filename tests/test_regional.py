@@ -69,7 +69,8 @@ def count_forwards(model) -> list[int]:
     return counts
 
 
-# Written out by hand for 5 layers: every_<n> checkpoints layer i when i % n == 0 (transformers' every_n_layers).
+# Written out by hand for 5 layers: every_<n> checkpoints layer i when i % n == 0 (transformers' every_n_layers);
+# all_but_<k> every layer but the top k.
 PLAN_LAYERS = {
     "off": [],
     "every_2": [0, 2, 4],
@@ -77,6 +78,10 @@ PLAN_LAYERS = {
     "every_4": [0, 4],
     "all": [0, 1, 2, 3, 4],
     "all_offload": [0, 1, 2, 3, 4],
+    "all_but_1": [0, 1, 2, 3],
+    "all_but_3": [0, 1],
+    "all_but_5": [],
+    "all_but_2_offload": [0, 1, 2],
 }
 
 
@@ -91,7 +96,7 @@ def test_each_plan_recomputes_exactly_its_layers_and_keeps_the_gradients(plan):
     assert [i for i, c in enumerate(counts) if c == 2] == PLAN_LAYERS[plan]
     assert all(c in (1, 2) for c in counts), counts
     assert info["checkpointed_layers"] == len(PLAN_LAYERS[plan]) and info["decoder_layers"] == 5
-    assert info["activation_offload"] is (plan == "all_offload")
+    assert info["activation_offload"] is (plan.endswith("_offload") and bool(PLAN_LAYERS[plan]))
     torch.testing.assert_close(loss, loss_ref, rtol=0, atol=0)
     assert grads.keys() == grads_ref.keys()
     for name in grads_ref:
@@ -104,41 +109,45 @@ def test_each_plan_recomputes_exactly_its_layers_and_keeps_the_gradients(plan):
     assert all("forward" not in layer.__dict__ for layer in regional.decoder_layers(model))
 
 
-def test_all_offload_keeps_each_layer_input_in_host_memory(monkeypatch):
+def test_all_offload_keeps_each_layer_input_in_host_memory_and_brings_the_next_back_ahead(monkeypatch):
+    from peftbench import offload
+
     packed = []
+    pack = offload.Offloader._pack
 
-    class Recording(torch.autograd.graph.save_on_cpu):  # what save_on_cpu's pack hook returns, as it returns it
-        def __init__(self, pin_memory: bool = False, device_type: str = "cuda"):
-            super().__init__(pin_memory=pin_memory, device_type=device_type)
-            pack = self.pack_hook
+    def recording(self, group, tensor):  # what the pack hook keeps, as it keeps it
+        out = pack(self, group, tensor)
+        packed.append((tensor, group.host[out.index]))
+        return out
 
-            def record(tensor):
-                out = pack(tensor)
-                packed.append((pin_memory, tensor, out[1]))
-                return out
-
-            self.pack_hook = record
-
-    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", Recording)
+    monkeypatch.setattr(offload.Offloader, "_pack", recording)
     model = tiny_llama(3, hidden=32)
     regional.apply(model, "off", "all_offload")
+    offloader = regional.decoder_layers(model)[0].forward.args[2]
+    assert regional.offload_stats(model) == {"packed": 0, "prefetched": 0, "fetched_on_demand": 0}
     train_step(model, batch(rows=2, length=16))
-    # one tensor per layer: the layer's input hidden states (2 rows x 16 tokens x 32), each copied to the host
-    assert [tuple(t.shape) for _, t, _ in packed] == [(2, 16, 32)] * 3
-    assert all(kept.device.type == "cpu" and torch.equal(kept, t.cpu()) for _, t, kept in packed)
-    assert all(pin is torch.cuda.is_available() for pin, _, _ in packed)
-    assert all(kept.is_pinned() is torch.cuda.is_available() for _, _, kept in packed)
+    # one tensor per layer: the layer's input hidden states (2 rows x 16 tokens x 32), each copied off the GPU
+    assert [tuple(t.shape) for t, _ in packed] == [(2, 16, 32)] * 3
+    assert all(kept.data_ptr() != t.data_ptr() and torch.equal(kept, t) for t, kept in packed)
+    assert all(kept.is_pinned() is torch.cuda.is_available() for _, kept in packed)
+    # the backward reaches the top layer first (fetched when asked), each layer below was brought back ahead
+    assert offloader.stats == {"packed": 3, "prefetched": 2, "fetched_on_demand": 1}
+    train_step(model, batch(rows=2, length=16))  # a second step: the first step's groups are not fetched again
+    assert regional.offload_stats(model) == {"packed": 6, "prefetched": 4, "fetched_on_demand": 2}
 
 
 def test_plans_and_modes_are_checked():
-    assert [regional.parse_plan(p) for p in ("off", "all", "all_offload", "every_2", "every_16")] == [
-        (0, False),
-        (1, False),
-        (1, True),
-        (2, False),
-        (16, False),
+    plans = ("off", "all", "all_offload", "every_2", "every_16", "all_but_3", "all_but_12_offload")
+    assert [tuple(regional.parse_plan(p)) for p in plans] == [
+        (None, False, 0),
+        (1, False, 0),
+        (1, True, 0),
+        (2, False, 0),
+        (16, False, 0),
+        (1, False, 3),
+        (1, True, 12),
     ]
-    for bad in ("every_1", "every_0", "every_x", "some", "every-2"):
+    for bad in ("every_1", "every_0", "every_x", "some", "every-2", "all_but_0", "all_but_x", "all_but_2_offlaod"):
         with pytest.raises(regional.PlanError, match="profile.checkpointing"):
             regional.parse_plan(bad)
     with pytest.raises(regional.PlanError, match="profile.compile"):
@@ -153,19 +162,23 @@ def test_warmup_excess_is_the_warmup_steps_time_above_the_steady_step():
     assert regional.warmup_excess_s([10.0, 1.0], 0) is None and regional.warmup_excess_s([10.0], 1) is None
 
 
-def test_compiled_step_equals_eager_within_bf16_error():
-    """Inductor on the CPU (C++ code generation through gcc). Two layers, plan every_2: layer 0 compiled and
-    checkpointed (the recompute runs the compiled forward), layer 1 compiled alone; one graph serves both."""
+@pytest.mark.parametrize("plan", ["every_2", "all_but_1_offload"])
+def test_compiled_step_equals_eager_within_bf16_error(plan):
+    """Inductor on the CPU (C++ code generation through gcc). Two layers, plan every_2 (or all_but_1_offload: the
+    same layers, layer 0's input through the offload hooks): layer 0 compiled and checkpointed (the recompute runs
+    the compiled forward), layer 1 compiled alone; one graph serves both."""
     reference = with_lora(tiny_llama(2, torch.float32))
     loss_ref, grads_ref = train_step(reference, batch())
     eager = with_lora(tiny_llama(2, torch.bfloat16))
     loss_eager, grads_eager = train_step(eager, batch())
     model = with_lora(tiny_llama(2, torch.bfloat16))
     model.enable_input_require_grads()  # layer 0's input requires grad as layer 1's does: one graph for both
-    info = regional.apply(model, "regional", "every_2", backend="inductor", dynamic=False)
+    info = regional.apply(model, "regional", plan, backend="inductor", dynamic=False)
     loss, grads = train_step(model, batch())
     stats = regional.compile_stats()
     assert info["compiled_layers"] == 2 and info["checkpointed_layers"] == 1
+    if plan.endswith("_offload"):
+        assert regional.offload_stats(model) == {"packed": 1, "prefetched": 0, "fetched_on_demand": 1}
     assert stats["compile_graphs"] == 1 and stats["compile_graph_breaks"] == 0
 
     def error(got: dict, name: str) -> float:
