@@ -91,8 +91,8 @@ def parse_plan(plan: str) -> PlanSpec:
         return PlanSpec(int(text[6:]), False)
     if (m := ALL_BUT.fullmatch(text)) and int(m[1]) >= 1:
         return PlanSpec(1, bool(m[2]), int(m[1]))
-    hint = {"every_1": " (every_1 is `all`)", "all_but_0": " (all_but_0 is `all`)"}.get(text, "")
-    hint = hint or (" (all_but_0_offload is `all_offload`)" if text == "all_but_0_offload" else "")
+    same = {"every_1": "all", "all_but_0": "all", "all_but_0_offload": "all_offload"}.get(text)
+    hint = f" ({text} is `{same}`)" if same else ""
     raise PlanError(
         f"`{text}` is not a checkpointing plan{hint}: use off, every_<n> (n >= 2: every n-th decoder layer "
         f"checkpointed), all, all_but_<k> (k >= 1: all but the top k layers), or all_offload / all_but_<k>_offload "
@@ -101,8 +101,8 @@ def parse_plan(plan: str) -> PlanSpec:
 
 
 def checkpoints_any(plan: str) -> bool:
-    """Whether a plan checkpoints any decoder layer (every plan but `off`; `all_but_<k>` of k or fewer layers
-    checkpoints none, which checkpointed_layers says)."""
+    """Whether a plan checkpoints any decoder layer: every plan but `off` (an all_but_<k> of the model's depth or more,
+    which would checkpoint none, is refused before the model loads: planner.check_depth)."""
     return parse_plan(plan).every is not None
 
 
@@ -118,9 +118,10 @@ def candidate_plans(layers: int) -> tuple[str, ...]:
     """The plans `profile.checkpointing=auto` tries for a model of `layers` decoder layers, fastest first by default:
     fewer recomputed layers first (off; all_but_<k> from k = layers - 1 down, every_4 and every_2 ahead of the
     all_but plan that recomputes as many layers; all), each plan's `_offload` twin right after it. The host copies
-    run on a side stream beside the compute (peftbench.offload) and cost no measurable time: on one H200 (run 34)
-    LoRA's all_offload ran at or above `all`'s tokens/s, and prompt tuning's all_but_7_offload above the rate its
-    recompute count gave; so an offloading plan stands with the plans that recompute as many layers, after them."""
+    run on a side stream beside the compute (peftbench.offload) and cost no measurable time: on one H200 (runs
+    34-36) LoRA's all_offload ran within the process-to-process spread of `all` (means of four processes each: 9,786
+    and 9,816 tok/s), and prompt tuning's all_but_7_offload above the rate its recompute count gave; so an offloading
+    plan stands with the plans that recompute as many layers, after them."""
 
     def rank(plan: str) -> tuple[int, bool]:
         return len(checkpointed_layers(plan, layers)), parse_plan(plan).offload

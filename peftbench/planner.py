@@ -5,11 +5,10 @@ budget in GiB and, where one was measured, the calibration table (peftbench.cali
 or weights: `peftbench plan`, `profiles.choose` and the runner's pre-load check all read the same answers.
 
 "Fastest" is memory.candidate_plans' order (fewer recomputed layers first: off, all_but_<k> from k = layers - 1
-down with every_4 and every_2 among them, all; then the same with host copies) unless the calibration measured two or
-more plans of the same setup on the GPU, which are then ordered by their measured tokens/s (the other plans keep
-their places). The record and `peftbench plan` show memory.PLANS' predictions and the chosen plan's. A user's fixed
-plan (`profile.checkpointing=every_2`) is
-kept as given, and said not to fit where it does not.
+down with every_4 and every_2 among them, all; each plan's `_offload` twin right after it) unless the calibration
+measured two or more plans of the same setup on the GPU, which are then ordered by their measured tokens/s (the other
+plans keep their places). The record and `peftbench plan` show memory.PLANS' predictions and the chosen plan's. A
+user's fixed plan (`profile.checkpointing=every_2`) is kept as given, and said not to fit where it does not.
 """
 
 from __future__ import annotations
@@ -258,8 +257,10 @@ def check_depth(setup: Setup, requested: str | None, field_name: str = "profile.
     if requested in (None, "auto"):
         return
     top = memory.parse_plan(requested).top_plain
-    layers = memory.shape_of(setup.model_config).layers if top else 0
-    if top and top >= layers:
+    if not top:
+        return
+    layers = memory.shape_of(setup.model_config).layers
+    if top >= layers:
         raise PlanInputError(
             f"{field_name}={requested}: this model has {layers} decoder layers, so all_but_{top} checkpoints none of "
             f"them. Use all_but_<k> with k below {layers} (all_but_{layers - 1}: only the bottom layer checkpointed), "
