@@ -468,31 +468,16 @@ class WarmProcess:
 def popen(cmd, *, cwd=None, env=None, stdin=None, stdout=None, stderr=None, text=False, start_new_session=False):
     """`subprocess.Popen(cmd, ...)`: warm when `cold_reason` finds none, else a cold Popen (with `.cold_reason`)."""
     env = dict(os.environ if env is None else env)
+    options = dict(
+        cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, text=text, start_new_session=start_new_session
+    )
     reason = cold_reason(cmd, env)
     if reason is None:
         try:
-            return WarmProcess(
-                cmd,
-                cwd=cwd,
-                env=env,
-                stdin=stdin,
-                stdout=stdout,
-                stderr=stderr,
-                text=text,
-                start_new_session=start_new_session,
-            )
+            return WarmProcess(cmd, **options)
         except (ConnectionError, FileNotFoundError) as exc:
             reason = f"the launcher is gone ({exc})"
-    proc = subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        env=env,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        text=text,
-        start_new_session=start_new_session,
-    )
+    proc = subprocess.Popen(cmd, **options)
     proc.warm, proc.cold_reason = False, reason
     return proc
 
