@@ -454,6 +454,8 @@ class PeftBenchCallback(TrainerCallback):
         out["steps"] = len(self.step_times)
         out["step_time_median_s"] = metrics.percentile(self.step_times, 50)
         out["time_steps_s"] = sum(self.step_times)
+        # Every step's time, warm-up included: a steady rate well below the median step's says some steps stalled
+        out["step_times_s"] = [round(t, 5) for t in self.step_times]
         out["pause_times_s"] = {k: self.pause_times.get(k, 0.0) for k in ("eval", "save", "log", "callbacks")}
         out["time_eval_s"] = out["pause_times_s"]["eval"]  # evaluation and checkpoints during training: never
         out["time_save_s"] = out["pause_times_s"]["save"]  # part of step times, tokens/s or samples/s
