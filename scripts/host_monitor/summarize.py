@@ -1,6 +1,6 @@
 """Lay a host monitor's lines (sitecustomize.py beside this file) beside a record's step times.
 
-    python scripts/host_monitor/summarize.py /tmp/mon.jsonl results/.../record.json
+    python scripts/host_monitor/summarize.py /tmp/mon.jsonl results/.../record.json     (or a .jsonl.gz)
 
 Per step (between two step-end lines of the training process): its time in the record, the most runnable tasks on
 the host and descendant processes seen during it, the process's CPU seconds in it, and the garbage collections.
@@ -8,12 +8,14 @@ the host and descendant processes seen during it, the process's CPU seconds in i
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 
 
 def main(monitor: str, record: str) -> None:
-    lines = [json.loads(line) for line in open(monitor) if line.strip()]
+    opener = gzip.open if monitor.endswith(".gz") else open
+    lines = [json.loads(line) for line in opener(monitor, "rt") if line.strip()]
     trainers = {x["pid"] for x in lines if x["kind"] == "step_end"}  # other Python processes of the run wrote too
     lines = [x for x in lines if x["pid"] in trainers]
     rec = json.load(open(record))
