@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from peftbench import distributed, errors, identity, metrics
+from peftbench import distributed, errors, gcpause, identity, metrics
 from peftbench.step_clock import StepClock
 
 log = logging.getLogger("peftbench")
@@ -137,6 +137,9 @@ class PeftBenchCallback(TrainerCallback):
         self._finished = False
         self.clock: StepClock | None = None
         self._claimed: Path | None = None
+        if getattr(self, "gc_pauses", None) is not None:
+            self.gc_pauses.stop()
+        self.gc_pauses = gcpause.Pauses()
 
     # -- attaching ---------------------------------------------------------------------------------------------------
     def on_init_end(self, args, state, control, **kwargs):
@@ -207,6 +210,7 @@ class PeftBenchCallback(TrainerCallback):
         self.rss_scope = "train" if metrics.reset_rss_high_water() else "process"
         self.clock = StepClock(self.cuda)
         self.train_start = self.clock.origin
+        self.gc_pauses.start()
         self._trainer_tokens_start = state.num_input_tokens_seen
         trainable, total = metrics.count_parameters(model)
         self.summary.update(
@@ -366,6 +370,8 @@ class PeftBenchCallback(TrainerCallback):
         """Stop measuring: resolve the clock, unhook, and gather the ranks' series."""
         self._finished = True
         self.train_seconds = time.perf_counter() - self.train_start
+        self.gc_pauses.stop()
+        self.summary.update(self.gc_pauses.fields())
         self.rate = self._rates(final=True) if gather else self._rates_local()
         self.summary["rss_gib_peak_train"] = metrics.rss_high_water_gib()
         self.summary["rss_peak_scope"] = self.rss_scope
@@ -454,6 +460,8 @@ class PeftBenchCallback(TrainerCallback):
         out["steps"] = len(self.step_times)
         out["step_time_median_s"] = metrics.percentile(self.step_times, 50)
         out["time_steps_s"] = sum(self.step_times)
+        # Every step's time, warm-up included: a steady rate well below the median step's says some steps stalled
+        out["step_times_s"] = [round(t, 5) for t in self.step_times]
         out["pause_times_s"] = {k: self.pause_times.get(k, 0.0) for k in ("eval", "save", "log", "callbacks")}
         out["time_eval_s"] = out["pause_times_s"]["eval"]  # evaluation and checkpoints during training: never
         out["time_save_s"] = out["pause_times_s"]["save"]  # part of step times, tokens/s or samples/s

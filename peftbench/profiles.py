@@ -74,9 +74,11 @@ def check_plan_options(profile: dict[str, Any]) -> None:
             f"profile.memory_fraction: got {fraction!r}; expected a number in (0, 1]. Set it with "
             f"profile.memory_fraction=0.9."
         )
+    for key in ("enforce_budget", "gc_freeze"):
+        value = profile.get(key, False)
+        if not isinstance(value, bool):
+            raise ProfileError(f"profile.{key}: got {value!r}; expected true or false.")
     enforce = profile.get("enforce_budget", False)
-    if not isinstance(enforce, bool):
-        raise ProfileError(f"profile.enforce_budget: got {enforce!r}; expected true or false.")
     total = gpu_memory_gib()
     cap = enforce_cap_gib(profile) if enforce and budget is not None else None
     if cap is not None and total is not None and cap > total:
@@ -110,6 +112,11 @@ def trl_step_metrics(profile: dict[str, Any], engine: Any) -> bool:
     labelled positions, each a host read (peftbench.trainer). An engine that patches the trainer (unsloth) keeps TRL's
     compute_loss."""
     return bool(profile.get("trl_step_metrics", True)) or bool(engine is not None and engine.keeps_trl_loss)
+
+
+def gc_freeze(profile: dict[str, Any]) -> bool:
+    """Whether the training freezes Python's garbage collector's heap after its first step (peftbench.gcpause)."""
+    return bool(profile.get("gc_freeze", False))
 
 
 def uses_liger(profile: dict[str, Any], engine: Any) -> bool:
@@ -246,6 +253,8 @@ def choose(point: Any, model_config) -> tuple[dict[str, Any], dict[str, Any]]:
     info: dict[str, Any] = {"profile": point.profile_name}
     compile, skipped = compile_mode(profile, point.method, point.engine)
     extra: dict[str, Any] = {}
+    if gc_freeze(profile):
+        extra["gc_freeze"] = "after step 1 (peftbench.gcpause: full collections no longer walk what step 1 left)"
     if skipped:
         extra["compile_skipped"] = skipped
     if point.uses_liger:  # profile=fast and engine=liger: the same switch, TRL's use_liger_kernel

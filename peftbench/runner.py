@@ -29,6 +29,7 @@ from peftbench import (
     engines,
     errors,
     evaluate,
+    gcpause,
     memory,
     methods,
     models,
@@ -186,6 +187,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
     callback = PeftBenchCallback(
         run_id=record["run_id"], warmup_steps=warmup, write=False, log_to_trainer=False, reset_peaks=True
     )
+    freezer = gcpause.FreezeAfterStep(1) if profiles.gc_freeze(point.profile) else None
     record["trl_step_metrics"] = point.trl_step_metrics
     record["profiled_steps"] = point.profile_steps  # profiled steps are slower: not for tokens/s
     record["memory_traced_steps"] = point.memory_trace_steps  # slower too
@@ -199,6 +201,7 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
             callback,
             *profiler_callbacks(record["profiled_steps"], warmup, run_dir, record["memory_traced_steps"]),
             *methods.trainer_callbacks(method_cfg),
+            *([freezer] if freezer else []),
         ],
         optimizers=(optimizer, None),
     )
@@ -210,8 +213,14 @@ def train_point(point: Point | DictConfig, record: dict[str, Any]) -> dict[str, 
         {k: v for k, v in engines.trainer_settings(engine, trainer.args, trainer.model).items() if k not in record}
     )
     console.quiet_trainer(trainer)
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        if freezer is not None:
+            freezer.release()  # a failed training too: nothing stays frozen in this process
     record.update(callback.record())  # first: the runner's own eval and save times below are after training
+    if freezer is not None:
+        record.update(freezer.fields())
     if record.get("compile") == "regional":  # the warm-up steps' compile, kept out of tokens/s (throughput_warmup)
         record["time_compile_s"] = regional.warmup_excess_s(callback.step_times, warmup)
         record.update(regional.compile_stats())

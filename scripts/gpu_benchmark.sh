@@ -15,7 +15,8 @@
 # AB_METHODS (default lora), AB_PROFILES (default "default fast"; a side may be LABEL=PROFILE,OVERRIDE,...),
 # AB_ROUNDS (default 2), MEMTRACE_METHODS (default dora), MEASURE_METHODS (default lora),
 # COMPILE_POINTS (the `compile` section's points, METHOD:PLAN[:OVERRIDE,...], default: LoRA off every_2 every_4 all
-# all_offload, QLoRA off all all_offload), COMPILE_PROFILE (default fast).
+# all_offload, QLoRA off all all_offload), COMPILE_PROFILE (default fast), BENCH_PYTHONPATH (put before the repo on
+# PYTHONPATH, e.g. scripts/host_monitor for its sitecustomize).
 set -uo pipefail
 out=$(realpath -m "${1:?usage: gpu_benchmark.sh OUTDIR [SECTION...]}"); shift
 sections=${*:-env a_stock a_default a_fast qlora7b_mb1 qlora70b overhead b_stock b_default}
@@ -29,7 +30,7 @@ b_methods=${B_METHODS:-lora qlora}
 site=$(mktemp -d /tmp/peftbench-site.XXXX)
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$bundle"/*.whl \
     > "$out/logs/install.log" 2>&1 || { cat "$out/logs/install.log"; exit 1; }
-export PYTHONPATH="$repo:$site" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HYDRA_FULL_ERROR=1
+export PYTHONPATH="${BENCH_PYTHONPATH:+$BENCH_PYTHONPATH:}$repo:$site" PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HYDRA_FULL_ERROR=1
 export PEFTBENCH_CACHE="$out/cache"
 
 source "$repo/scripts/bench_lib.sh"

@@ -178,6 +178,10 @@ def test_add_callback_after_construction_in_a_plain_trainer(tmp_path, tokenizer)
     assert record["steady_state_steps"] == 3 and record["warmup_steps_excluded"] == 1
     assert record["tokens_per_s"] == pytest.approx(sum(step_tokens[1:]) / own_seconds, rel=0.03)
     assert record["samples_per_s"] == pytest.approx(18 / own_seconds, rel=0.03)
+    # every step's time is in the record, the warm-up's too: the steady ones against the test's clock
+    assert len(record["step_times_s"]) == 4
+    assert sum(record["step_times_s"]) == pytest.approx(record["time_steps_s"], abs=1e-4)
+    assert sum(record["step_times_s"][1:]) == pytest.approx(own_seconds, rel=0.03)
     # identity and provenance, with no recipe
     assert record["status"] == "ok" and record["method"] == "lora" and record["method_config"]["r"] == 4
     assert record["attached"] == "add_callback" and record["unmeasured"] == {}

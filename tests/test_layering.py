@@ -43,6 +43,7 @@ LAYERS = [
             "calibration",
             "metrics",
             "step_clock",
+            "gcpause",
             "distributed",
             "records",
             "errors",

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 
@@ -222,3 +224,9 @@ def test_a_point_with_regional_compile_records_its_plan_and_compile_time(tiny_cf
     assert record["compile_graphs"] == 2 and record["compile_graph_breaks"] == 0
     assert record["warmup_steps_excluded"] == 1 and record["time_compile_s"] > 0
     assert record["adapter_bytes"] > 0  # saved after the layers got their own forward back
+    # the fast profile froze the collector's heap after step 1, and released it when training ended
+    assert record["profile_choices"]["gc_freeze"].startswith("after step 1")
+    assert record["gc_frozen_after_step"] == 1 and record["gc_frozen_objects"] > 10_000
+    assert gc.get_freeze_count() == 0
+    # the callback's measure of the collector: the freeze's own full collection at least, inside training
+    assert record["gc_full_collections"] >= 1 and record["gc_pause_s"] >= record["gc_freeze_collect_s"] * 0.5
