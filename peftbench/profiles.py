@@ -77,7 +77,7 @@ def check_plan_options(profile: dict[str, Any]) -> None:
     for key in ("enforce_budget", "gc_freeze"):
         value = profile.get(key, False)
         if not isinstance(value, bool):
-            raise ProfileError(f"profile.{key}: got {value!r}; expected true or false.")
+            raise ProfileError(f"profile.{key}: got {value!r}; expected true or false, e.g. profile.{key}=false.")
     enforce = profile.get("enforce_budget", False)
     total = gpu_memory_gib()
     cap = enforce_cap_gib(profile) if enforce and budget is not None else None

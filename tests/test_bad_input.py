@@ -363,6 +363,7 @@ CASES = [
     ("compile with no warm-up step", ["profile=fast", "run.warmup_steps=0"], ("run.warmup_steps", "compile")),
     ("unknown checkpointing plan", ["profile=fast", "profile.checkpointing=every_1"], "profile.checkpointing"),
     ("unknown compile mode", ["profile=fast", "profile.compile=whole"], "profile.compile"),
+    ("gc freeze not a boolean", ["profile=fast", "profile.gc_freeze=yes"], ("profile.gc_freeze", "true or false")),
     ("warm-up covers every step of an epoch run", _warmup_past_epoch_steps, "run.warmup_steps"),
     ("lr warm-up longer than training", ["train.warmup_steps=5"], "train.warmup_steps"),
     (

@@ -87,5 +87,7 @@ def test_the_fast_profile_freezes_and_the_default_profile_does_not():
 
 @pytest.mark.parametrize("value", ["yes", 1, None])
 def test_gc_freeze_must_be_true_or_false(value):
-    with pytest.raises(InputError, match=r"profile\.gc_freeze: got .*expected true or false"):
+    with pytest.raises(
+        InputError, match=r"profile\.gc_freeze: got .*expected true or false, e\.g\. profile\.gc_freeze=false"
+    ):
         profiles.check_plan_options({"name": "fast", "gc_freeze": value})
